@@ -1,0 +1,1 @@
+"""Descriptor plug-ins: every module here declares a module-level ``DESCRIPTORS`` list."""
