@@ -1,5 +1,56 @@
-"""Sub-commands of this area (filled in by its owner)."""
+"""``descbench report``: tables, statistics and figures from a results directory (the workflow's last step)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from descbench.errors import DescbenchError
 
 
 def register(subparsers) -> None:
-    """Add this area's sub-commands to the ``descbench`` parser."""
+    """Add ``descbench report`` to the ``descbench`` parser."""
+    p = subparsers.add_parser(
+        "report", help="write tables, statistics and figures from the workflow's score files",
+        description="Read every score and training file the workflow wrote under --results (layout: "
+                    "descbench.report.layout) for the methods, sets and seeds of the workflow config, "
+                    "and write tables/ (LaTeX, Markdown, CSV), stats/tests.csv and figures/ (PDF, PNG) "
+                    "under --out.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="the workflow config file (YAML or JSON)")
+    source.add_argument("--config-json", help="the workflow config as a JSON string (used by the "
+                                              "Snakefile, which passes its merged config)")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="the workflow's results directory (default: results)")
+    p.add_argument("--out", type=Path, default=None, help="where to write (default: --results)")
+    p.set_defaults(func=_report)
+
+
+def _load_config(args: argparse.Namespace) -> dict:
+    if args.config_json is not None:
+        try:
+            return json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise DescbenchError(f"--config-json is not valid JSON: {exc}") from exc
+    import yaml
+
+    if not args.config.is_file():
+        raise DescbenchError(f"config file {args.config} does not exist; pass the workflow config, "
+                             "e.g. config/config.yaml")
+    cfg = yaml.safe_load(args.config.read_text())
+    if not isinstance(cfg, dict):
+        raise DescbenchError(f"{args.config} does not hold a mapping of config keys")
+    return cfg
+
+
+def _report(args: argparse.Namespace) -> int:
+    from descbench.report.build import build_report
+
+    cfg = _load_config(args)
+    out = args.out if args.out is not None else args.results
+    written = build_report(cfg, args.results, out)
+    for table in sorted(p for p in written if p.suffix == ".md"):
+        print(table.read_text())
+    print(f"wrote {len(written)} files under {out}")
+    return 0

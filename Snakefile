@@ -1,0 +1,114 @@
+"""descbench: one-command reproduction of the descriptor comparison.
+
+    snakemake --cores all                                   # paper preset (config/config.yaml)
+    snakemake --cores all --configfile config/mini.yaml     # offline mini preset, minutes on a CPU
+    snakemake --profile workflow/profiles/slurm             # on a SLURM cluster
+
+Data flows one way: raw archives -> prepared arrays -> trained models -> scores -> report. Every rule runs
+one `descbench` command; the result layout is descbench.report.layout (shared with `descbench report`).
+"""
+
+import difflib
+import json
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+from descbench import registry
+from descbench.report import layout
+
+min_version("9.0")
+
+
+# the default preset; `--configfile config/mini.yaml` (or your own file) overrides its keys
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+
+
+SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def check_keys(cfg, schema, where="config"):
+    """Name a misspelt key and the valid ones before the schema's terser message does."""
+    allowed = schema.get("properties", {})
+    for key, value in cfg.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), list(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise WorkflowError(
+                f"unknown key {key!r} in {where}{hint}; valid keys: {', '.join(sorted(allowed))}"
+            )
+        if isinstance(value, dict) and allowed[key].get("type") == "object":
+            check_keys(value, allowed[key], f"{where}.{key}")
+
+
+def check_names(kind, names, valid):
+    """Every configured descriptor name must be registered and of the right kind."""
+    for name in names:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise WorkflowError(
+                f"unknown {kind} {name!r} in the config{hint}; valid choices: {', '.join(valid)} "
+                "(`descbench list` shows every registered descriptor; plug-ins add more)"
+            )
+
+
+check_keys(config, yaml.safe_load(SCHEMA_PATH.read_text()))
+validate(config, str(SCHEMA_PATH))
+
+DESCRIPTORS = registry.all_descriptors()
+LEARNED = sorted(n for n, d in DESCRIPTORS.items() if d.learned)
+HANDCRAFTED_NAMES = sorted(n for n, d in DESCRIPTORS.items() if not d.learned)
+check_names("method (learned descriptor)", config["methods"], LEARNED)
+check_names("handcrafted descriptor", config["handcrafted"], HANDCRAFTED_NAMES)
+check_names("reference method", [config["reference"]], config["methods"])
+
+DATA = config["data"]["root"]
+RESULTS = config["results_dir"]
+SEEDS = config["seeds"]
+UBC_SETS = config["ubc"]["sets"]
+TRAIN_SETS = config["ubc"]["train_sets"]
+HP_SPLIT = config["hpatches"]["split"]
+HP_TRAIN_SET = config["hpatches"]["train_set"]
+METHODS = config["methods"]
+HANDCRAFTED = config["handcrafted"]
+
+check_names("UBC train set", TRAIN_SETS, UBC_SETS)
+check_names("HPatches train set (hpatches.train_set)", [HP_TRAIN_SET], TRAIN_SETS)
+if layout.HANDCRAFTED in UBC_SETS:
+    raise WorkflowError(f"a UBC set may not be called {layout.HANDCRAFTED!r}: rename it")
+
+
+def init_from(method):
+    """The method whose model `method` continues from (annealing), or None."""
+    parent = DESCRIPTORS[method].init_from
+    if parent is not None and parent not in LEARNED:
+        raise WorkflowError(f"descriptor {method!r} continues from {parent!r}, which is not registered")
+    return parent
+
+
+def ubc_test_sets(train_set):
+    return [s for s in UBC_SETS if s != train_set]
+
+
+wildcard_constraints:
+    train_set=r"[^/]+",
+    test_set=r"[^/]+",
+    ubc_set=r"[^/]+",
+    method=r"[^/]+",
+    split=r"[^/]+",
+    seed=r"\d+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        [str(p) for p in layout.report_files(RESULTS)],

@@ -1,0 +1,112 @@
+"""Sub-commands of the data area: ``descbench download`` (UBC PhotoTour, HPatches, HPatches task files)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add this area's sub-commands to the ``descbench`` parser."""
+    _register_download(subparsers)
+
+
+# -------------------------------------------------------------------------------------------- download
+
+def _register_download(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "download", help="download, verify and unpack UBC PhotoTour, HPatches and the HPatches task files",
+        description="Download the published data into DATA/raw/ (archives in DATA/raw/archives/), verify every "
+                    "file, unpack it safely and check its content. Reruns verify instead of downloading again; "
+                    "an interrupted download resumes.")
+    datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+
+    ubc = datasets.add_parser("ubc", help="UBC PhotoTour sets -> DATA/raw/ubc/<set>/")
+    ubc.add_argument("sets", nargs="*", metavar="SET",
+                     help="liberty, notredame, yosemite (default: all three)")
+    _add_common_arguments(ubc, pin_help="NAME is a set name, e.g. liberty=<64 hex digits>")
+    ubc.set_defaults(func=_download_ubc)
+
+    hpatches = datasets.add_parser("hpatches", help="HPatches patch release -> DATA/raw/hpatches-release/<seq>/")
+    _add_common_arguments(hpatches, pin_help="NAME is hpatches-release")
+    hpatches.set_defaults(func=_download_hpatches)
+
+    tasks = datasets.add_parser("hpatches-tasks",
+                                help="official HPatches task files -> DATA/raw/hpatches-tasks/ (splits.json + csvs)")
+    _add_common_arguments(tasks, pin_help=None)
+    tasks.set_defaults(func=_download_hpatches_tasks)
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser, pin_help: str | None) -> None:
+    parser.add_argument("--root", required=True, type=Path, metavar="DATA", help="data root (e.g. data/)")
+    parser.add_argument("--from-dir", type=Path, metavar="DIR",
+                        help="use files you already have (searched by name in DIR and its subfolders) "
+                             "instead of the network; they are verified the same way")
+    if pin_help:
+        parser.add_argument("--expect-sha256", action="append", default=[], metavar="NAME=HEX",
+                            help="pin an archive's SHA-256 (takes precedence over the catalogue's checksum); "
+                                 + pin_help)
+
+
+def _parse_pins(pins: list[str], names: dict[str, str]) -> dict[str, str]:
+    """``NAME=HEX`` options -> {dataset name: sha256}; ``names`` maps accepted names (dataset or archive file
+    name) to the dataset name."""
+    from descbench.errors import DescbenchError
+
+    parsed = {}
+    for pin in pins:
+        name, _, digest = pin.partition("=")
+        if name not in names:
+            raise DescbenchError(f"--expect-sha256 {pin}: unknown name {name!r}; use one of {', '.join(sorted(names))}")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise DescbenchError(f"--expect-sha256 {pin}: {digest!r} is not a SHA-256 (64 hex digits)")
+        parsed[names[name]] = digest.lower()
+    return parsed
+
+
+def _print_result(result) -> None:
+    state = "already present, verified" if result.reused else "done"
+    print(f"{result.name}: {result.folder} ({result.summary}; {state})")
+    for fetched in result.files:
+        if not fetched.pinned:
+            print(f"  {fetched.path.name}: sha256 {fetched.sha256} ({fetched.verified_by}; from {fetched.origin})\n"
+                  f"  no checksum is published for it: pin it in later runs with "
+                  f"--expect-sha256 {result.name}={fetched.sha256}")
+        elif len(result.files) == 1:
+            print(f"  {fetched.path.name}: sha256 {fetched.sha256} ({fetched.verified_by}; from {fetched.origin})")
+
+
+def _download_ubc(args: argparse.Namespace) -> int:
+    from descbench.data import download, sources
+    from descbench.errors import DescbenchError
+
+    catalogue = sources.CATALOGUE.ubc
+    unknown = [s for s in args.sets if s not in catalogue]
+    if unknown:
+        raise DescbenchError(f"unknown UBC set(s) {', '.join(unknown)}; choose from {', '.join(catalogue)}")
+    names = {name: name for name in catalogue}
+    names.update({f: name for name, s in catalogue.items() for f in s.archive.filenames})
+    pins = _parse_pins(args.expect_sha256, names)
+    for name in dict.fromkeys(args.sets or catalogue):
+        _print_result(download.download_ubc_set(catalogue[name], args.root, expect_sha256=pins.get(name),
+                                                from_dir=args.from_dir))
+    return 0
+
+
+def _download_hpatches(args: argparse.Namespace) -> int:
+    from descbench.data import download, sources
+
+    archive = sources.CATALOGUE.hpatches.archive
+    pins = _parse_pins(args.expect_sha256, {archive.name: archive.name, **{f: archive.name for f in archive.filenames}})
+    _print_result(download.download_hpatches(sources.CATALOGUE.hpatches, args.root,
+                                             expect_sha256=pins.get(archive.name), from_dir=args.from_dir))
+    return 0
+
+
+def _download_hpatches_tasks(args: argparse.Namespace) -> int:
+    from descbench.data import download, sources
+
+    _print_result(download.download_hpatches_tasks(sources.CATALOGUE.hpatches_tasks, args.root,
+                                                   from_dir=args.from_dir))
+    return 0

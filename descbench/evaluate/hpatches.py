@@ -1,0 +1,403 @@
+"""HPatches verification, matching and retrieval, as the official benchmark computes them.
+
+Two conventions (PROTOCOLS.md §1.6-1.9):
+
+``python`` (default; the numbers HardNet-family papers report) follows hpatches-benchmark
+``python/utils/tasks.py`` + ``metrics.py``: L2 (or L1) distance; trapezoidal AP starting at
+(recall 0, precision 1); stable sorts; verification lists negatives first (ties count against the
+descriptor), retrieval lists positives first; verification balanced = ROC AUC over all pairs,
+imbalanced = AP over all negatives + the first 20 % of the positives; matching over the split's test
+sequences with every ref patch a positive; retrieval pools of 5 positives + the first k - 5
+distractors from other sequences in file order, k in {100, 500, 1000, 5000, 10000, 15000, 20000}.
+
+``matlab`` follows ``matlab/+bench``: squared L2 (or L1); TREC AP (vl_pr ``info.ap``); positives listed
+first everywhere; imbalanced = the first floor(0.2 * #neg) positives; matching over every sequence
+present (the split is ignored); retrieval over all distractors with those from the query's sequence
+ignored (neither true nor false positives). Its balanced verification score is the trapezoid ROC AUC
+with positives first (not compared with VLFeat's ``vl_roc``).
+
+Paper aggregates (``summarise``): verification = mean of the 6 imbalanced APs (inter/intra x E/H/T);
+matching = mean of the 6 (illumination/viewpoint x E/H/T) cells, each the mean over its sequences of
+the mean over images 1..5; retrieval = mean over E/H/T of the mean over the pool sizes.
+
+Distances: see ``distances.py``. Verification distances are computed in float32 as the official code
+does; matching and retrieval decisions are exact with respect to float64 distances (scipy ``cdist``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from descbench.errors import DescbenchError
+from descbench.evaluate import distances as dist
+from descbench.evaluate import tasks as taskfiles
+from descbench.evaluate.ranking import (average_precision, negatives_before_positives, roc_auc,
+                                        stable_rank)
+from descbench.fileio import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("ref",) + tuple(f"{lvl}{k}" for lvl in "eht" for k in range(1, 6))
+LEVELS = ("easy", "hard", "tough")
+LEVEL_BASE = {"easy": 0, "hard": 5, "tough": 10}  # image type index of level L, image k: base + k
+NEGATIVES = ("inter", "intra")
+PROTOCOLS = ("balanced", "imbalanced")
+POOL_SIZES = (100, 500, 1000, 5000, 10000, 15000, 20000)
+N_POSITIVES_RETRIEVAL = 5
+CONVENTIONS = ("python", "matlab")
+TASKS = ("verification", "matching", "retrieval")
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Convention:
+    name: str
+    metric: str
+    ap_kind: str
+    positives_first: bool
+
+
+def convention_for(name: str, distance: str = "L2") -> Convention:
+    """The scoring rules of ``name`` with ``distance`` L2 or L1 (MATLAB's L2 is the squared one)."""
+    if name not in CONVENTIONS:
+        raise DescbenchError(f"unknown convention {name!r}; use one of {', '.join(CONVENTIONS)}")
+    if distance not in ("L2", "L1"):
+        raise DescbenchError(f"unknown distance {distance!r}; use L2 or L1")
+    if name == "python":
+        return Convention(name, distance, "trapezoid", positives_first=False)
+    return Convention(name, "L2sq" if distance == "L2" else "L1", "trec", positives_first=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# descriptors
+# ----------------------------------------------------------------------------------------------
+class HPatchesDescriptors:
+    """Descriptors of every patch of every sequence, stacked for vectorised lookups.
+
+    ``data`` is float32 (16, total, dim) in ``IMAGE_TYPES`` order; sequence ``names[k]`` owns rows
+    ``offsets[k]:offsets[k + 1]``.
+    """
+
+    def __init__(self, per_sequence: Mapping[str, np.ndarray]):
+        if not per_sequence:
+            raise DescbenchError("no descriptors given: the descriptor set has no sequences")
+        self.names = tuple(sorted(per_sequence))
+        dims = set()
+        lengths = []
+        for name in self.names:
+            arr = per_sequence[name]
+            if arr.ndim != 3 or arr.shape[0] != len(IMAGE_TYPES):
+                raise DescbenchError(
+                    f"descriptors of sequence {name}: expected shape (16, N, dim) in the order "
+                    f"{','.join(IMAGE_TYPES)}, got {arr.shape}")
+            dims.add(arr.shape[2])
+            lengths.append(arr.shape[1])
+        if len(dims) != 1:
+            raise DescbenchError(f"descriptors have different dimensions across sequences: {sorted(dims)}")
+        self.dim = dims.pop()
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.data = np.empty((len(IMAGE_TYPES), int(self.offsets[-1]), self.dim), dtype=np.float32)
+        for k, name in enumerate(self.names):
+            block = np.asarray(per_sequence[name], dtype=np.float32)
+            if not np.all(np.isfinite(block)):
+                raise DescbenchError(
+                    f"descriptors of sequence {name} contain NaN or Inf; fix the descriptor "
+                    "(e.g. normalise with an epsilon)")
+            self.data[:, self.offsets[k]:self.offsets[k + 1]] = block
+        self.index = {name: k for k, name in enumerate(self.names)}
+        self._warn_if_degenerate()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def length(self, name: str) -> int:
+        k = self.index[name]
+        return int(self.offsets[k + 1] - self.offsets[k])
+
+    def sequence(self, name: str, image: int) -> np.ndarray:
+        k = self.index[name]
+        return self.data[image, self.offsets[k]:self.offsets[k + 1]]
+
+    def _warn_if_degenerate(self) -> None:
+        ref = self.data[0]
+        if len(ref) > 1 and np.array_equal(ref, np.broadcast_to(ref[:1], ref.shape)):
+            log.warning(
+                "all ref descriptors are identical (a degenerate descriptor); the official python "
+                "convention scores such a descriptor retrieval mAP 1 because ties favour positives")
+
+    def rows(self, names: Sequence[str], seq_codes: np.ndarray, idx: np.ndarray, origin: str) -> np.ndarray:
+        """Global rows of (names[seq_codes], idx); missing sequences or out-of-range idx are errors."""
+        missing = [n for n in names if n not in self.index]
+        if missing:
+            raise DescbenchError(
+                f"{origin} refers to sequences without descriptors: {', '.join(missing[:5])}"
+                f"{' …' if len(missing) > 5 else ''}; compute descriptors for every sequence")
+        k = np.array([self.index[n] for n in names], dtype=np.int64)[seq_codes]
+        n = self.offsets[k + 1] - self.offsets[k]
+        bad = np.flatnonzero((idx < 0) | (idx >= n))
+        if bad.size:
+            r = bad[0]
+            raise DescbenchError(
+                f"{origin}: patch index {idx[r]} is out of range for sequence {self.names[k[r]]} "
+                f"with {n[r]} descriptors; the descriptors do not match the task files' patches")
+        return self.offsets[k] + idx
+
+
+def _image(t: np.ndarray, level: str) -> np.ndarray:
+    """Image type index of task-file image numbers t (0 = ref, k = k-th target of ``level``)."""
+    return np.where(t == 0, 0, LEVEL_BASE[level] + t)
+
+
+def _category(name: str) -> str:
+    return "illumination" if name.startswith("i_") else "viewpoint" if name.startswith("v_") else "other"
+
+
+# ----------------------------------------------------------------------------------------------
+# verification
+# ----------------------------------------------------------------------------------------------
+def _pair_distances(desc: HPatchesDescriptors, table: taskfiles.PairTable, level: str, metric: str,
+                    rows1: np.ndarray, rows2: np.ndarray) -> np.ndarray:
+    flat = desc.data.reshape(-1, desc.dim)
+    total = desc.data.shape[1]
+    i1 = _image(table.t1, level) * total + rows1
+    i2 = _image(table.t2, level) * total + rows2
+    out = np.empty(len(table), dtype=np.float64)
+    for start in range(0, len(table), _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        out[sl] = dist.paired(np.take(flat, i1[sl], axis=0), np.take(flat, i2[sl], axis=0), metric)
+    return out
+
+
+def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Mapping,
+                 convention: Convention) -> pd.DataFrame:
+    """Rows (level, negatives, protocol, value): balanced = ROC AUC, imbalanced = AP."""
+    name = split["name"]
+    tables = {kind: taskfiles.read_pairs(task_dir, kind, name) for kind in taskfiles.VERIF_KINDS}
+    rows = {}
+    for kind, table in tables.items():
+        origin = str(taskfiles.verif_path(task_dir, kind, name))
+        rows[kind] = (desc.rows(table.names, table.seq1, table.idx1, origin),
+                      desc.rows(table.names, table.seq2, table.idx2, origin))
+    n_pos = len(tables["pos"])
+    records = []
+    for level in tqdm(LEVELS, desc="verification", leave=False):
+        d = {kind: _pair_distances(desc, tables[kind], level, convention.metric, *rows[kind])
+             for kind in taskfiles.VERIF_KINDS}
+        for negatives in NEGATIVES:
+            d_neg = d[f"neg_{negatives}"]
+            n_neg = len(d_neg)
+            if n_neg != n_pos and convention.name == "python":
+                log.warning("verification: %d negatives but %d positives; the official python code "
+                            "assumes equal counts (it labels the list as if they were)", n_neg, n_pos)
+            if convention.positives_first:
+                listed = np.concatenate([d["pos"], d_neg])
+                order = stable_rank(listed)
+                is_pos = order < n_pos
+                pos_id = order[is_pos]
+                n_keep = int(np.floor(n_neg * 0.2))
+            else:
+                listed = np.concatenate([d_neg, d["pos"]])
+                order = stable_rank(listed)
+                is_pos = order >= n_neg
+                pos_id = order[is_pos] - n_neg
+                n_keep = int(n_pos * 0.2)
+            before = negatives_before_positives(is_pos)
+            records.append((level, negatives, "balanced", roc_auc(before, n_pos, n_neg)))
+            keep = pos_id < n_keep
+            ap = average_precision(before[keep], n_keep, convention.ap_kind)
+            records.append((level, negatives, "imbalanced", float(ap)))
+    return pd.DataFrame.from_records(records, columns=["level", "negatives", "protocol", "value"])
+
+
+# ----------------------------------------------------------------------------------------------
+# matching
+# ----------------------------------------------------------------------------------------------
+def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Convention) -> pd.DataFrame:
+    """Rows (sequence, category, level, image, ap, sr) for ref vs image 1..5 of every level."""
+    missing = [s for s in sequences if s not in desc.index]
+    if missing:
+        raise DescbenchError(
+            f"matching: no descriptors for sequences {', '.join(missing[:5])}"
+            f"{' …' if len(missing) > 5 else ''}; compute descriptors for every test sequence")
+    records = []
+    for seq in tqdm(sequences, desc="matching", unit="seq", leave=False):
+        ref = desc.sequence(seq, 0)
+        n = len(ref)
+        truth = np.arange(n)
+        for level in LEVELS:
+            base = LEVEL_BASE[level]
+            targets = desc.data[base + 1:base + 6, desc.offsets[desc.index[seq]]:
+                                desc.offsets[desc.index[seq] + 1]].reshape(5 * n, desc.dim)
+            approx = dist.ApproxMatrix(ref, targets, convention.metric)
+            for k in range(5):
+                cols = slice(k * n, (k + 1) * n)
+                nn, d = dist.nearest_from_proxy(approx.values[:, cols], approx.tol, ref,
+                                                targets[cols], convention.metric)
+                correct = nn == truth
+                before = negatives_before_positives(correct[stable_rank(d)])
+                ap = average_precision(before, n, convention.ap_kind)
+                records.append((seq, _category(seq), level, k + 1, float(ap), float(correct.mean())))
+    return pd.DataFrame.from_records(
+        records, columns=["sequence", "category", "level", "image", "ap", "sr"])
+
+
+# ----------------------------------------------------------------------------------------------
+# retrieval
+# ----------------------------------------------------------------------------------------------
+def _count_before(approx: dist.ApproxMatrix, neg_lo: int, neg_hi: int, keys: np.ndarray,
+                  exact_negatives, positive_d: np.ndarray) -> np.ndarray:
+    """For every query row and threshold: negatives in [neg_lo, neg_hi) strictly closer than the
+    positive. ``keys`` are the positives' reference distances on the proxy scale; rows where a
+    proxy is within the error bound of a threshold are recounted with reference distances."""
+    block = np.sort(approx.values[:, neg_lo:neg_hi], axis=1)
+    tol = approx.tol[:, None]
+    lo = np.nextafter((keys - tol).astype(np.float32), np.float32(-np.inf))
+    hi = np.nextafter((keys + tol).astype(np.float32), np.float32(np.inf))
+    sorted_t = torch.from_numpy(block)
+    below = torch.searchsorted(sorted_t, torch.from_numpy(np.ascontiguousarray(lo))).numpy()
+    upto = torch.searchsorted(sorted_t, torch.from_numpy(np.ascontiguousarray(hi)), right=True).numpy()
+    counts = below.astype(np.int64)
+    for r in np.flatnonzero((upto > below).any(axis=1)):
+        d = exact_negatives(r, neg_lo, neg_hi)
+        counts[r] = (d[None, :] < positive_d[r][:, None]).sum(axis=1)
+    return counts
+
+
+def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Mapping,
+              convention: Convention) -> pd.DataFrame:
+    """Rows (query, sequence, idx, level, pool, ap): one per query, level and pool size."""
+    name = split["name"]
+    queries = taskfiles.read_queries(task_dir, name)
+    distractors = taskfiles.read_distractors(task_dir, name)
+    q_rows = desc.rows(queries.names, queries.seq, queries.idx,
+                       str(taskfiles.queries_path(task_dir, name)))
+    d_rows = desc.rows(distractors.names, distractors.seq, distractors.idx,
+                       str(taskfiles.distractors_path(task_dir, name)))
+    q_seq = np.array([desc.index[n] for n in queries.names], dtype=np.int64)[queries.seq]
+    d_seq = np.array([desc.index[n] for n in distractors.names], dtype=np.int64)[distractors.seq]
+    ref = desc.data[0]
+    d_desc = np.ascontiguousarray(ref[d_rows])
+    d_sq = np.einsum("ij,ij->i", d_desc.astype(np.float64), d_desc.astype(np.float64))
+    n_dist = len(d_rows)
+    pools = POOL_SIZES if convention.name == "python" else (n_dist + N_POSITIVES_RETRIEVAL,)
+    metric = convention.metric
+
+    # positives: the query patch in images 1..5 of each level -> (Q, 3 levels, 5)
+    q_desc = ref[q_rows]
+    images = np.array([[LEVEL_BASE[lv] + k for k in range(1, 6)] for lv in LEVELS])
+    pos_desc = desc.data[images[None, :, :], q_rows[:, None, None]]
+    pos_d = dist.exact_rows(q_desc[:, None, None, :], pos_desc, metric)
+
+    ap = np.empty((len(q_rows), len(LEVELS), len(pools)), dtype=np.float64)
+    for seq in tqdm(np.unique(q_seq), desc="retrieval", unit="seq", leave=False):
+        members = np.flatnonzero(q_seq == seq)
+        keep = d_seq != seq
+        negatives = d_desc[keep]
+        limits = [min(p - N_POSITIVES_RETRIEVAL, len(negatives)) for p in pools]
+        for start in range(0, len(members), 256):
+            qs = members[start:start + 256]
+            A = np.ascontiguousarray(q_desc[qs])
+            approx = dist.ApproxMatrix(A, negatives, metric, b_sq=d_sq[keep])
+            pd_flat = pos_d[qs].reshape(len(qs), -1)
+            keys = approx.key(pd_flat)
+
+            def exact_negatives(r, lo, hi, A=A, negatives=negatives):
+                return dist.exact_rows(A[r][None, :], negatives[lo:hi], metric)
+
+            counts = np.zeros_like(pd_flat, dtype=np.int64)
+            prev = 0
+            for j, limit in enumerate(limits):
+                if limit > prev:
+                    counts += _count_before(approx, prev, limit, keys, exact_negatives, pd_flat)
+                    prev = limit
+                before = np.sort(counts.reshape(len(qs), len(LEVELS), N_POSITIVES_RETRIEVAL), axis=2)
+                ap[qs, :, j] = average_precision(before, N_POSITIVES_RETRIEVAL, convention.ap_kind)
+    n_q, n_l, n_p = ap.shape
+    return pd.DataFrame({
+        "query": np.repeat(np.arange(n_q), n_l * n_p),
+        "sequence": np.repeat(np.asarray(queries.names, dtype=object)[queries.seq], n_l * n_p),
+        "idx": np.repeat(queries.idx, n_l * n_p),
+        "level": np.tile(np.repeat(np.array(LEVELS, dtype=object), n_p), n_q),
+        "pool": np.tile(np.array(pools if convention.name == "python" else (n_dist,)), n_q * n_l),
+        "ap": ap.ravel(),
+    })
+
+
+# ----------------------------------------------------------------------------------------------
+# aggregation and the whole evaluation
+# ----------------------------------------------------------------------------------------------
+def summarise(results: Mapping[str, pd.DataFrame]) -> dict:
+    """Paper aggregates (fractions) plus E/H/T separately, from the tidy tables present."""
+    summary: dict = {"levels": {}}
+    if "verification" in results:
+        imb = results["verification"].query("protocol == 'imbalanced'")
+        summary["verification"] = float(imb["value"].mean())
+        summary["levels"]["verification"] = {lv: float(g["value"].mean()) for lv, g in imb.groupby("level")}
+    if "matching" in results:
+        m = results["matching"]
+        per_seq = m.groupby(["level", "category", "sequence"])["ap"].mean()
+        cells = per_seq.groupby(level=["level", "category"]).mean()
+        summary["matching"] = float(cells.mean())
+        summary["levels"]["matching"] = {lv: float(c.mean()) for lv, c in cells.groupby(level="level")}
+        summary["matching_categories"] = {
+            f"{lv}/{cat}": float(v) for (lv, cat), v in cells.items()}
+    if "retrieval" in results:
+        r = results["retrieval"]
+        per_pool = r.groupby(["level", "pool"])["ap"].mean()
+        per_level = per_pool.groupby(level="level").mean()
+        summary["retrieval"] = float(per_level.mean())
+        summary["levels"]["retrieval"] = {lv: float(v) for lv, v in per_level.items()}
+        summary["retrieval_pools"] = {f"{lv}/{pool}": float(v) for (lv, pool), v in per_pool.items()}
+    return summary
+
+
+def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name: str,
+             convention: Convention, tasks: Sequence[str] = TASKS) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Run ``tasks`` on split ``split_name``; returns the tidy tables and the summary."""
+    splits = taskfiles.load_splits(task_dir)
+    split = taskfiles.get_split(splits, split_name, str(taskfiles.splits_path(task_dir)))
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise DescbenchError(f"unknown task(s) {unknown}; use any of {', '.join(TASKS)}")
+    results: dict[str, pd.DataFrame] = {}
+    if "verification" in tasks:
+        results["verification"] = verification(desc, task_dir, split, convention)
+    if "matching" in tasks:
+        seqs = list(split["test"]) if convention.name == "python" else list(desc.names)
+        results["matching"] = matching(desc, seqs, convention)
+    if "retrieval" in tasks:
+        results["retrieval"] = retrieval(desc, task_dir, split, convention)
+    summary = summarise(results)
+    summary["split"] = split_name
+    summary["convention"] = convention.name
+    summary["distance"] = convention.metric
+    return results, summary
+
+
+def write_results(out_dir: str | os.PathLike, results: Mapping[str, pd.DataFrame], summary: dict) -> None:
+    out_dir = Path(out_dir)
+    for task, frame in results.items():
+        write_text(out_dir / f"{task}.csv", frame.to_csv(index=False, lineterminator="\n"))
+    write_json(out_dir / "summary.json", summary)
+
+
+def format_summary(summary: Mapping) -> str:
+    """The paper aggregates and E/H/T as a small text table (values x 100)."""
+    lines = [f"HPatches split {summary.get('split')} ({summary.get('convention')} convention), "
+             f"descriptor {summary.get('descriptor', '?')}"]
+    lines.append(f"{'task':14s} {'mean':>7s} " + " ".join(f"{lv:>7s}" for lv in LEVELS))
+    for task in TASKS:
+        if task in summary:
+            levels = summary["levels"].get(task, {})
+            lines.append(f"{task:14s} {100 * summary[task]:7.2f} "
+                         + " ".join(f"{100 * levels.get(lv, float('nan')):7.2f}" for lv in LEVELS))
+    return "\n".join(lines)

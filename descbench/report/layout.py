@@ -1,0 +1,64 @@
+"""Where the workflow puts every result under the results directory.
+
+One place for the layout, shared by the Snakefile (which builds its rules' paths from these templates)
+and by ``descbench report`` (which finds the score files the workflow wrote), so the two never disagree.
+Templates are relative to the results directory and use the Snakemake wildcard names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_DIR = "models/{train_set}/{method}/seed{seed}"
+UBC_LEARNED_DIR = "scores/ubc/{train_set}/{method}/seed{seed}/{test_set}"
+UBC_HANDCRAFTED_DIR = "scores/ubc/handcrafted/{method}/{test_set}"
+HPATCHES_LEARNED_DIR = "scores/hpatches/{split}/{train_set}/{method}/seed{seed}"
+HPATCHES_HANDCRAFTED_DIR = "scores/hpatches/{split}/handcrafted/{method}"
+
+# train-set name reserved for handcrafted scores in the paths above
+HANDCRAFTED = "handcrafted"
+
+MODEL_FILES = ("model.pt", "metrics.csv", "diagnostics.npz")
+UBC_SCORE_FILES = ("summary.json", "pairs.csv")
+HPATCHES_SCORE_FILES = ("summary.json", "verification.csv", "matching.csv", "retrieval.csv")
+
+TABLE_NAMES = ("ubc_fpr95", "hpatches", "ablations")
+TABLE_FORMATS = ("tex", "md", "csv")
+FIGURE_NAMES = ("hpatches_summary", "training_curves", "difficulty")
+FIGURE_FORMATS = ("pdf", "png")
+TESTS_CSV = "stats/tests.csv"
+
+
+def model_dir(results: str | Path, train_set: str, method: str, seed: int) -> Path:
+    return Path(results) / MODEL_DIR.format(train_set=train_set, method=method, seed=seed)
+
+
+def ubc_dir(results: str | Path, method: str, test_set: str, train_set: str | None = None,
+            seed: int | None = None) -> Path:
+    """Scores of ``method`` on ``test_set``; handcrafted methods (no train set) have one per test set."""
+    if train_set is None:
+        return Path(results) / UBC_HANDCRAFTED_DIR.format(method=method, test_set=test_set)
+    return Path(results) / UBC_LEARNED_DIR.format(train_set=train_set, method=method, seed=seed,
+                                                  test_set=test_set)
+
+
+def hpatches_dir(results: str | Path, method: str, split: str, train_set: str | None = None,
+                 seed: int | None = None) -> Path:
+    if train_set is None:
+        return Path(results) / HPATCHES_HANDCRAFTED_DIR.format(split=split, method=method)
+    return Path(results) / HPATCHES_LEARNED_DIR.format(split=split, train_set=train_set,
+                                                       method=method, seed=seed)
+
+
+def table_files(results: str | Path) -> list[Path]:
+    return [Path(results) / "tables" / f"{name}.{fmt}" for name in TABLE_NAMES for fmt in TABLE_FORMATS]
+
+
+def figure_files(results: str | Path) -> list[Path]:
+    return [Path(results) / "figures" / f"{name}.{fmt}"
+            for name in FIGURE_NAMES for fmt in FIGURE_FORMATS]
+
+
+def report_files(results: str | Path) -> list[Path]:
+    """Every file ``descbench report`` writes (the outputs of the workflow's last rule)."""
+    return table_files(results) + figure_files(results) + [Path(results) / TESTS_CSV]

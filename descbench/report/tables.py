@@ -1,0 +1,141 @@
+"""Result tables in LaTeX (booktabs), Markdown and CSV.
+
+A ``Table`` holds display strings plus, for ranked tables, the numbers each column is ranked by:
+the best value per column is set in bold and the second underlined (``\\underline`` in LaTeX,
+``<ins>`` in Markdown, which GitHub renders underlined); whether lower or higher is better is per table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from descbench.fileio import write_text
+
+
+@dataclass
+class Table:
+    """Rows x columns of display text; ``values`` (same shape, NaN where not ranked) decides emphasis."""
+
+    title: str
+    row_header: str
+    rows: list[str]
+    columns: list[str]
+    cells: list[list[str]]
+    values: np.ndarray | None = None
+    lower_is_better: bool = False
+    notes: list[str] = field(default_factory=list)
+    tidy: pd.DataFrame | None = None
+
+    def emphasis(self) -> list[list[str | None]]:
+        """'best' / 'second' / None per cell, ranked per column over the finite values."""
+        marks: list[list[str | None]] = [[None] * len(self.columns) for _ in self.rows]
+        if self.values is None:
+            return marks
+        for j in range(len(self.columns)):
+            column = self.values[:, j]
+            finite = np.unique(column[np.isfinite(column)])
+            if finite.size == 0:
+                continue
+            ordered = finite if self.lower_is_better else finite[::-1]
+            for i, value in enumerate(column):
+                if not math.isfinite(value):
+                    continue
+                if value == ordered[0]:
+                    marks[i][j] = "best"
+                elif ordered.size > 1 and value == ordered[1]:
+                    marks[i][j] = "second"
+        return marks
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+                 "±": r"$\pm$", "→": r"$\to$", "Δ": r"$\Delta$", "†": r"$^\dagger$", "–": "--"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs tabular; needs \\usepackage{booktabs} in the document."""
+    marks = table.emphasis()
+    spec = "l" + "c" * len(table.columns)
+    lines = [f"% {table.title}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join([latex_escape(table.row_header)] + [latex_escape(c) for c in table.columns])
+             + r" \\", r"\midrule"]
+    for row, cells, row_marks in zip(table.rows, table.cells, marks):
+        out = [latex_escape(row)]
+        for cell, mark in zip(cells, row_marks):
+            text = latex_escape(cell)
+            if mark == "best":
+                text = f"\\textbf{{{text}}}"
+            elif mark == "second":
+                text = f"\\underline{{{text}}}"
+            out.append(text)
+        lines.append(" & ".join(out) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", r"\|")
+
+
+def to_markdown(table: Table) -> str:
+    marks = table.emphasis()
+    header = [table.row_header] + table.columns
+    lines = [f"**{table.title}**", "",
+             "| " + " | ".join(_md_escape(h) for h in header) + " |",
+             "|" + "|".join([":---"] + [":---:"] * len(table.columns)) + "|"]
+    for row, cells, row_marks in zip(table.rows, table.cells, marks):
+        out = [_md_escape(row)]
+        for cell, mark in zip(cells, row_marks):
+            text = _md_escape(cell)
+            if mark == "best" and text:
+                text = f"**{text}**"
+            elif mark == "second" and text:
+                text = f"<ins>{text}</ins>"
+            out.append(text)
+        lines.append("| " + " | ".join(out) + " |")
+    if table.notes:
+        lines.append("")
+        lines += [f"{note}  " for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """The tidy numbers behind the table when given, else the display cells."""
+    if table.tidy is not None:
+        return table.tidy.to_csv(index=False)
+    frame = pd.DataFrame(table.cells, columns=table.columns)
+    frame.insert(0, table.row_header, table.rows)
+    return frame.to_csv(index=False)
+
+
+def write_table(table: Table, out_dir: str | Path, name: str) -> list[Path]:
+    """Write ``name``.tex / .md / .csv under ``out_dir`` (atomically); return the paths."""
+    out_dir = Path(out_dir)
+    paths = []
+    for suffix, render in (("tex", to_latex), ("md", to_markdown), ("csv", to_csv)):
+        path = out_dir / f"{name}.{suffix}"
+        write_text(path, render(table))
+        paths.append(path)
+    return paths
+
+
+def mean_sd(values, scale: float = 100.0, digits: int = 2) -> tuple[str, float, float, int]:
+    """'m ± sd' over seeds (just 'm' for one value); returns the text, mean, sd and count."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if arr.size == 0:
+        return "–", float("nan"), float("nan"), 0
+    mean = float(arr.mean()) * scale
+    if arr.size == 1:
+        return f"{mean:.{digits}f}", mean, float("nan"), 1
+    sd = float(arr.std(ddof=1)) * scale
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}", mean, sd, int(arr.size)

@@ -1,0 +1,460 @@
+"""The one training loop for every method: stages -> epochs -> steps, resumable to identical weights.
+
+Per step: the sampler gives a K x P class-major batch (a pure function of seed, epoch, step); the
+patches are augmented (or plainly resized) on the device; the network's descriptors go to the stage's
+loss together with the labels and a ``LossContext`` whose teacher runs the same network in eval mode
+without gradient (train mode restored afterwards). The optimiser (fresh per stage) gets its LR and
+beta1 from the recipe's schedule as a pure function of the step.
+
+Reproducibility: the network's initialisation and dropout draw from torch's global generator, which the
+loop seeds from ``seed`` inside ``torch.random.fork_rng`` (the caller's state is untouched);
+augmentation draws from its own CPU ``torch.Generator``. A checkpoint (every ``checkpoint_every`` steps
+and at the end) stores model, optimiser, schedule position, step counter, both generator states,
+metrics and diagnostics; resuming from it replays the remaining steps bit-identically on CPU.
+
+Distributed (``torchrun --nproc-per-node=N``; gloo on CPU, nccl on CUDA): every rank draws the same
+global batch and augmentation parameters, runs the network on its contiguous share of the classes
+(K must divide by N), and all-gathers the descriptors with gradient, so mining and loss see the global
+batch. BatchNorm statistics are synchronised over the global batch too (CPU-capable sync below), and
+gradients are averaged over ranks, so N processes compute what one process computes on the same batch
+(up to float rounding and dropout masks, which each rank draws for its own share).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from descbench.errors import DescbenchError
+from descbench.fileio import atomic_path, write_text
+from descbench.train import augment as aug
+from descbench.train.recipe import Stage, TrainRecipe
+from descbench.train.sampler import BatchSampler, ClassIndex, split_validation
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("step", "epoch", "loss", "lr", "median_a", "median_b", "bound", "mean_w",
+                  "masked_fraction", "val_fpr95")
+HIST_BINS = 50
+HIST_EDGES = np.linspace(0.0, 2.0, HIST_BINS + 1)  # distances on the unit sphere; w in [0, 1]
+CHECKPOINT_VERSION = 1
+EVAL_CHUNK = 1024
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, torch.Tensor]
+    val_fpr95_before: float
+    val_fpr95_after: float
+    steps: int
+    seconds: float
+
+
+# --- distributed helpers -----------------------------------------------------------------------
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise DescbenchError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DescbenchError(f"unknown device {name!r}; use auto, cpu or cuda")
+
+
+class _GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the batch of all ranks (gloo and nccl alike).
+
+    Installed by swapping ``__class__`` so parameter and buffer names stay those of BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        local = torch.stack([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3))])
+        count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
+        total = all_reduce(torch.cat([local.reshape(-1), count]))
+        n = total[-1]
+        mean = total[: x.shape[1]] / n
+        var = (total[x.shape[1]: 2 * x.shape[1]] / n - mean * mean).clamp_min(0.0)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
+        out = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out
+
+
+def _sync_batchnorm(net: nn.Module) -> None:
+    for module in net.modules():
+        if type(module) is nn.BatchNorm2d:
+            if module.momentum is None or not module.track_running_stats:
+                raise DescbenchError("distributed training supports BatchNorm2d with momentum and "
+                                     "running statistics only")
+            module.__class__ = _GlobalBatchNorm2d
+
+
+def _average_gradients(net: nn.Module, world: int) -> None:
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _gather_with_grad(local: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(local), dim=0)
+
+
+def _gather_no_grad(local: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(local) for _ in range(_dist()[1])]
+    torch.distributed.all_gather(parts, local.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def _gather_objects(obj: Any) -> list[Any]:
+    out: list[Any] = [None] * _dist()[1]
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+# --- optimiser ---------------------------------------------------------------------------------
+
+def build_optimiser(stage: Stage, net: nn.Module) -> torch.optim.Optimizer:
+    """The stage's optimiser; decoupled weight decay skips biases and normalisation parameters."""
+    opt = stage.optimiser
+    params = [p for p in net.parameters() if p.requires_grad]
+    if opt.kind == "adamw":
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": opt.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=opt.lr, betas=(opt.moms[0], opt.beta2), eps=opt.eps)
+    if opt.kind == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, betas=(opt.moms[0], opt.beta2), eps=opt.eps,
+                                weight_decay=opt.weight_decay)
+    if opt.kind == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, dampening=opt.dampening,
+                               weight_decay=opt.weight_decay)
+    raise DescbenchError(f"recipe stage {stage.name!r}: unknown optimiser {opt.kind!r}; use adamw, "
+                         "adam or sgd")
+
+
+def _set_schedule(optimiser: torch.optim.Optimizer, stage: Stage, step: int) -> float:
+    lr = stage.optimiser.lr_at(step, stage.total_steps)
+    beta1 = stage.optimiser.beta1_at(step, stage.total_steps)
+    for group in optimiser.param_groups:
+        group["lr"] = lr
+        if "betas" in group:
+            group["betas"] = (beta1, group["betas"][1])
+    return lr
+
+
+# --- validation --------------------------------------------------------------------------------
+
+@torch.no_grad()
+def describe(net: nn.Module, patches: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Eval-mode descriptors of uint8 (M, 64, 64) patches, resized 64->32; train mode is restored."""
+    was_training = net.training
+    net.eval()
+    out = []
+    for i in range(0, len(patches), EVAL_CHUNK):
+        chunk = torch.from_numpy(np.ascontiguousarray(patches[i:i + EVAL_CHUNK])).to(device)
+        out.append(net(aug.eval_patches(chunk)).float().cpu())
+    net.train(was_training)
+    return torch.cat(out)
+
+
+def validation_fpr95(net: nn.Module, patches: np.ndarray, pairs: np.ndarray,
+                     device: torch.device) -> float:
+    from descbench.evaluate.fpr95 import fpr95
+
+    desc = describe(net, patches, device)
+    dist = (desc[pairs[:, 0]] - desc[pairs[:, 1]]).norm(dim=1).numpy()
+    return float(fpr95(dist, pairs[:, 2].astype(bool)))
+
+
+# --- bookkeeping -------------------------------------------------------------------------------
+
+def _value(x: Any) -> float:
+    if x is None:
+        return math.nan
+    if torch.is_tensor(x):
+        return float(x.detach().float().mean()) if x.numel() else math.nan
+    return float(x)
+
+
+def _median(x: Any) -> float:
+    if x is None or (torch.is_tensor(x) and x.numel() == 0):
+        return math.nan
+    return float(x.detach().float().median())
+
+
+def _hist(x: Any) -> np.ndarray:
+    if x is None:
+        return np.zeros(HIST_BINS, np.int64)
+    v = np.clip(x.detach().float().cpu().numpy().ravel(), HIST_EDGES[0], HIST_EDGES[-1])
+    return np.histogram(v, bins=HIST_EDGES)[0]
+
+
+def _metrics_csv(rows: list[list[float]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(METRIC_COLUMNS)
+    for row in rows:
+        writer.writerow([
+            "" if (isinstance(v, float) and math.isnan(v)) else
+            (int(v) if i < 2 else f"{v:.8g}") for i, v in enumerate(row)])
+    return buf.getvalue()
+
+
+def _write_outputs(out_dir: Path, rows: list[list[float]], diag: dict[str, list]) -> None:
+    write_text(out_dir / "metrics.csv", _metrics_csv(rows))
+    empty = np.zeros((0, HIST_BINS), np.int64)
+    with atomic_path(out_dir / "diagnostics.npz", suffix=".npz") as tmp:
+        np.savez(tmp, steps=np.asarray(diag["steps"], np.int64), bin_edges=HIST_EDGES,
+                 hist_a=np.asarray(diag["a"], np.int64).reshape(-1, HIST_BINS) if diag["a"] else empty,
+                 hist_b=np.asarray(diag["b"], np.int64).reshape(-1, HIST_BINS) if diag["b"] else empty,
+                 hist_w=np.asarray(diag["w"], np.int64).reshape(-1, HIST_BINS) if diag["w"] else empty)
+
+
+def _stage_of(recipe: TrainRecipe, step: int) -> tuple[int, int, int]:
+    """(stage index, step within the stage, global epoch) of global step ``step``."""
+    epoch0 = 0
+    for i, stage in enumerate(recipe.stages):
+        if step < stage.total_steps:
+            return i, step, epoch0 + step // stage.steps_per_epoch
+        step -= stage.total_steps
+        epoch0 += stage.epochs
+    raise IndexError(step)
+
+
+def _read(patches: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``patches[idx]`` read in sorted order (kinder to a memory map), returned in ``idx`` order."""
+    order = np.argsort(idx, kind="stable")
+    out = np.empty((len(idx),) + patches.shape[1:], np.uint8)
+    out[order] = patches[idx[order]]
+    return out
+
+
+class StopTraining(Exception):
+    """Raised by ``train(stop_after=k)`` after step k: a deliberate interruption (tests, benchmarks)."""
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+def train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches: np.ndarray,
+          labels: np.ndarray, out_dir: str | os.PathLike, seed: int, device: str = "auto",
+          init_state: dict[str, torch.Tensor] | None = None, resume: bool = False,
+          checkpoint_every: int = 500, diagnostics_every: int | None = None,
+          stop_after: int | None = None, progress: bool = True) -> TrainResult:
+    """Train ``network_factory()`` on the training set (patches uint8 (N,64,64), labels (N,)).
+
+    Writes ``out_dir``/{metrics.csv, diagnostics.npz, checkpoint.pt}; returns the final weights (the
+    last step of the fixed schedule) and the validation FPR95 before and after training.
+    """
+    out_dir = Path(out_dir)
+    dev = resolve_device(device)
+    init_distributed(dev)
+    rank, world = _dist()
+    ckpt_path = out_dir / "checkpoint.pt"
+    total = recipe.total_steps
+    diagnostics_every = diagnostics_every or max(1, total // 2000)
+
+    index = ClassIndex.from_labels(labels)
+    split = split_validation(index)
+    val_patches = np.ascontiguousarray(patches[np.sort(split.val_patches)])
+    val_pos = np.searchsorted(np.sort(split.val_patches), split.val_patches)
+    val_pairs = np.column_stack([val_pos[split.pairs[:, 0]], val_pos[split.pairs[:, 1]],
+                                 split.pairs[:, 2]])
+    for stage in recipe.stages:
+        if stage.n_classes % world:
+            raise DescbenchError(f"stage {stage.name!r}: K={stage.n_classes} classes do not split "
+                                 f"over {world} processes; use a process count that divides K")
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        net = network_factory()
+        if init_state is not None:
+            net.load_state_dict(init_state)
+        net.to(dev).train()
+        if world > 1:
+            _sync_batchnorm(net)
+        if world > 1:  # same initial weights on every rank, own dropout masks per rank
+            torch.manual_seed(seed * 1000 + rank)
+        generator = torch.Generator().manual_seed(seed + 1)
+
+        step, rows, diag, opt_state, opt_stage = 0, [], {"steps": [], "a": [], "b": [], "w": []}, None, -1
+        val_before = math.nan
+        if resume and ckpt_path.is_file():
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            if ck.get("version") != CHECKPOINT_VERSION or ck["recipe"] != repr(recipe.to_json()) \
+                    or ck["seed"] != seed:
+                raise DescbenchError(f"{ckpt_path} was written by a different recipe, seed or version; "
+                                     "remove it or train into another --out directory")
+            net.load_state_dict(ck["model"])
+            step, rows, diag = ck["step"], ck["rows"], ck["diagnostics"]
+            opt_state, opt_stage = ck["optimizer"], ck["optimizer_stage"]
+            if len(ck["torch_rng"]) != world:
+                raise DescbenchError(f"{ckpt_path} was written by {len(ck['torch_rng'])} processes; "
+                                     f"resume it with the same number (not {world})")
+            torch.set_rng_state(ck["torch_rng"][rank])
+            if dev.type == "cuda" and ck["cuda_rng"][rank] is not None:
+                torch.cuda.set_rng_state(ck["cuda_rng"][rank], dev)
+            generator.set_state(ck["augment_rng"])
+            val_before = ck["val_before"]
+            log.info("resumed %s at step %d of %d", ckpt_path, step, total)
+        elif resume:
+            log.info("no checkpoint in %s; starting from step 0", out_dir)
+        if step == 0:
+            val_before = validation_fpr95(net, val_patches, val_pairs, dev)
+            rows = [[0, 0] + [math.nan] * 7 + [val_before]]
+
+        started = time.perf_counter()
+        bar = None
+        if progress and rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+        optimiser, stage_idx, sampler, loss_fn = None, -1, None, None
+
+        def checkpoint() -> None:
+            torch_rng = [torch.get_rng_state()]
+            cuda_rng = [torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None]
+            if world > 1:
+                torch_rng, cuda_rng = _gather_objects(torch_rng[0]), _gather_objects(cuda_rng[0])
+            if rank != 0:
+                return
+            payload = {
+                "version": CHECKPOINT_VERSION, "recipe": repr(recipe.to_json()), "seed": seed,
+                "step": step, "model": net.state_dict(),
+                "optimizer": optimiser.state_dict() if optimiser is not None else None,
+                "optimizer_stage": stage_idx, "scheduler": {"stage": stage_idx, "step": step},
+                "torch_rng": torch_rng, "cuda_rng": cuda_rng,
+                "augment_rng": generator.get_state(), "rows": rows, "diagnostics": diag,
+                "val_before": val_before,
+            }
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(payload, tmp)
+            _write_outputs(out_dir, rows, diag)
+
+        while step < total:
+            s_idx, s_step, epoch = _stage_of(recipe, step)
+            stage = recipe.stages[s_idx]
+            if s_idx != stage_idx:
+                stage_idx = s_idx
+                optimiser = build_optimiser(stage, net)
+                if opt_state is not None and opt_stage == s_idx:
+                    optimiser.load_state_dict(opt_state)
+                opt_state = None
+                loss_fn = stage.build_loss()
+                sampler = BatchSampler(index, split.train_classes, stage.n_classes,
+                                       stage.n_per_class, seed)
+            lr = _set_schedule(optimiser, stage, s_step)
+            idx, batch_labels = sampler.batch(epoch, s_step % stage.steps_per_epoch)
+            share = len(idx) // world
+            mine = slice(rank * share, (rank + 1) * share)
+            x_local = torch.from_numpy(_read(patches, idx[mine])).to(dev)
+            if stage.augment == "none":
+                x_local = aug.eval_patches(x_local)
+            else:
+                params = aug.AugmentParams() if stage.augment == "affine" else aug.FLIP_ONLY
+                x_local = aug.augment(x_local, stage.n_per_class, generator, params,
+                                      n_total=len(idx), select=mine)
+            y = torch.from_numpy(batch_labels).to(dev)
+
+            raw = None
+            if stage.raw_desc:
+                desc_local, raw_local = net(x_local, return_raw=True)
+                raw = _gather_with_grad(raw_local) if world > 1 else raw_local
+            else:
+                desc_local = net(x_local)
+            desc = _gather_with_grad(desc_local) if world > 1 else desc_local
+
+            def teacher(x_local=x_local) -> torch.Tensor:
+                net.eval()
+                with torch.no_grad():
+                    out = net(x_local)
+                net.train()
+                return _gather_no_grad(out) if world > 1 else out
+
+            from descbench.train.losses import LossContext
+
+            out = loss_fn(desc, y, LossContext(teacher=teacher if stage.teacher else None,
+                                               raw_desc=raw))
+            optimiser.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if world > 1:
+                _average_gradients(net, world)
+            optimiser.step()
+            step += 1
+
+            epoch_end = s_step + 1 == stage.total_steps or (s_step + 1) % stage.steps_per_epoch == 0
+            val = validation_fpr95(net, val_patches, val_pairs, dev) if epoch_end and rank == 0 \
+                else math.nan
+            rows.append([step, epoch + 1, float(out.loss.detach()), lr, _median(out.a),
+                         _median(out.b), _value(out.bound), _value(out.w),
+                         _value(out.masked_fraction), val])
+            if step % diagnostics_every == 0 or step == total:
+                diag["steps"].append(step)
+                diag["a"].extend(_hist(out.a).tolist())
+                diag["b"].extend(_hist(out.b).tolist())
+                diag["w"].extend(_hist(out.w).tolist())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{rows[-1][2]:.4f}", stage=stage.name)
+            if step % checkpoint_every == 0 or step == total:
+                checkpoint()
+            if stop_after is not None and step >= stop_after and step < total:
+                if bar is not None:
+                    bar.close()
+                raise StopTraining(f"stopped after step {step}")
+        if bar is not None:
+            bar.close()
+        if world > 1:
+            for module in net.modules():
+                if type(module) is _GlobalBatchNorm2d:
+                    module.__class__ = nn.BatchNorm2d
+        final = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        val_after = next((r[-1] for r in reversed(rows) if not math.isnan(r[-1])), math.nan)
+    return TrainResult(final, val_before, val_after, step, time.perf_counter() - started)

@@ -1,0 +1,216 @@
+"""Training recipes: what to optimise, how, on which batch shape, for how long.
+
+A recipe is a sequence of stages; each stage gets a fresh optimiser and its own LR schedule, which is
+how the annealing stage's 15 cycles (each a fresh fastai ``Learner``, METHOD.md §4) are expressed. A
+recipe is plain data (JSON-able via ``to_json``) and carries the paper's values; ``scale("mini")``
+shrinks it for the offline preset: batch classes / 80 (at least 16) and total steps / 2000 (at least
+2 per stage, at most 2 epochs per stage), every stage (annealing cycle) kept, learning rates unchanged.
+
+Schedules (functions of the step within a stage, ``lr_at`` / ``beta1_at``):
+
+* ``one_cycle`` - fastai ``fit_one_cycle``: cosine warm-up from lr/div to lr over ``pct_start`` of the
+  steps, then cosine down to lr/div_final; beta1 (fastai "moms") cosine 0.95 -> 0.85 -> 0.95.
+* ``flat_cos`` - fastai ``fit_flat_cos``: lr flat for ``pct_start``, then cosine to lr/div_final.
+* ``linear`` - HardNet's Lua-style SGD decay: lr * (1 - step / total_steps).
+* ``constant`` - HyNet/SOSNet's trainer without scheduler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from descbench.errors import DescbenchError
+
+SCALES = ("paper", "mini")
+AUGMENTATIONS = ("affine", "flip", "none")
+MINI_CLASS_DIVISOR = 80
+MINI_MIN_CLASSES = 16
+MINI_STEP_DIVISOR = 2000
+MINI_MIN_STEPS = 2
+MINI_MAX_EPOCHS = 2
+
+
+@dataclass(frozen=True)
+class Optimiser:
+    """Optimiser and LR schedule of one stage.
+
+    ``kind``: ``adamw`` (fastai Adam: decoupled weight decay, betas (beta1, beta2), no decay on biases
+    and normalisation parameters), ``adam`` (torch Adam, L2 decay), ``sgd`` (momentum, dampening, L2).
+    """
+
+    kind: str
+    lr: float
+    schedule: str
+    weight_decay: float = 0.0
+    beta2: float = 0.99
+    eps: float = 1e-5
+    moms: tuple[float, float, float] = (0.95, 0.85, 0.95)
+    momentum: float = 0.9
+    dampening: float = 0.0
+    div: float = 25.0
+    div_final: float = 1e5
+    pct_start: float = 0.25
+
+    def lr_at(self, step: int, total: int) -> float:
+        """Learning rate of optimiser step ``step`` (0-based) out of ``total``."""
+        pos = step / max(total, 1)
+        if self.schedule == "one_cycle":
+            if pos < self.pct_start:
+                return _cos(self.lr / self.div, self.lr, pos / self.pct_start)
+            return _cos(self.lr, self.lr / self.div_final,
+                        (pos - self.pct_start) / (1 - self.pct_start))
+        if self.schedule == "flat_cos":
+            if pos < self.pct_start:
+                return self.lr
+            return _cos(self.lr, self.lr / self.div_final,
+                        (pos - self.pct_start) / (1 - self.pct_start))
+        if self.schedule == "linear":
+            return self.lr * (1.0 - pos)
+        if self.schedule == "constant":
+            return self.lr
+        raise DescbenchError(f"unknown LR schedule {self.schedule!r}; use one_cycle, flat_cos, "
+                             "linear or constant")
+
+    def beta1_at(self, step: int, total: int) -> float:
+        """fastai's momentum cycle (one_cycle only); the middle value otherwise is moms[0]."""
+        if self.schedule != "one_cycle":
+            return self.moms[0]
+        pos = step / max(total, 1)
+        if pos < self.pct_start:
+            return _cos(self.moms[0], self.moms[1], pos / self.pct_start)
+        return _cos(self.moms[1], self.moms[2], (pos - self.pct_start) / (1 - self.pct_start))
+
+
+def _cos(start: float, end: float, pct: float) -> float:
+    """fastai's SchedCos: cosine interpolation from start (pct 0) to end (pct 1)."""
+    return start + (1 + math.cos(math.pi * (1 - pct))) * (end - start) / 2
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One optimiser lifetime: loss, batch shape (K classes x P patches), length, augmentation."""
+
+    name: str
+    loss: str  # class name in descbench.train.losses
+    loss_kwargs: dict[str, Any]
+    n_classes: int
+    n_per_class: int
+    epochs: int
+    steps_per_epoch: int
+    optimiser: Optimiser
+    augment: str  # "affine" (METHOD.md §5 chain + class-wise flip/transpose), "flip" (only those), "none"
+    teacher: bool = False  # the loss uses the self-teacher (eval-mode forward of the same network)
+    raw_desc: bool = False  # the loss needs the pre-normalisation descriptors (HyNet)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTATIONS:
+            raise DescbenchError(f"recipe stage {self.name!r}: augment={self.augment!r}; use one of "
+                                 f"{', '.join(AUGMENTATIONS)}")
+
+    def build_loss(self):
+        from descbench.train import losses
+
+        cls = getattr(losses, self.loss, None)
+        if cls is None:
+            raise DescbenchError(f"recipe stage {self.name!r}: no loss {self.loss!r} in "
+                                 "descbench.train.losses")
+        return cls(**self.loss_kwargs)
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """The stages of one method's training, with the scale they were made for."""
+
+    stages: tuple[Stage, ...]
+    scale_name: str = "paper"
+    notes: str = ""
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.total_steps for s in self.stages)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+    def scale(self, name: str) -> "TrainRecipe":
+        """This recipe at scale ``name``: ``paper`` (itself) or ``mini`` (see module docstring)."""
+        if name == "paper":
+            return self
+        if name != "mini":
+            raise DescbenchError(f"unknown scale {name!r}; use one of {', '.join(SCALES)}")
+        if self.scale_name != "paper":
+            raise DescbenchError(f"recipe is already scaled to {self.scale_name!r}")
+        return replace(self, stages=tuple(_mini_stage(s) for s in self.stages), scale_name="mini")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _mini_stage(stage: Stage) -> Stage:
+    epochs = min(stage.epochs, MINI_MAX_EPOCHS)
+    total = max(MINI_MIN_STEPS, round(stage.total_steps / MINI_STEP_DIVISOR))
+    steps = max(1, math.ceil(total / epochs))
+    classes = max(MINI_MIN_CLASSES, round(stage.n_classes / MINI_CLASS_DIVISOR))
+    return replace(stage, epochs=epochs, steps_per_epoch=steps, n_classes=classes)
+
+
+# --- shared paper recipes of the balanced method (METHOD.md §2-§5) --------------------------------
+
+def balance_stage(**loss_kwargs: Any) -> Stage:
+    """Stage 1: balance loss, 2560 classes x 3 patches, 25 epochs x 1582 steps, AdamW one-cycle 3.3e-3."""
+    return Stage(
+        name="stage1", loss="BalanceLoss",
+        loss_kwargs={"R": 1.0, "A": 1.05, "tau_lower": -0.55, "tau_upper": 0.10, **loss_kwargs},
+        n_classes=2560, n_per_class=3, epochs=25, steps_per_epoch=1582,
+        optimiser=Optimiser(kind="adamw", lr=3.3e-3, schedule="one_cycle", weight_decay=0.1,
+                            div=25.0, div_final=1e5, pct_start=0.25),
+        augment="affine", teacher=loss_kwargs.get("self_supervised", True),
+    )
+
+
+ANNEAL_CYCLES = 15
+ANNEAL_START_CLASSES = 2944
+ANNEAL_CLASS_STEP = 128
+ANNEAL_START_THRESHOLD = -0.10
+ANNEAL_THRESHOLD_STEP = 0.05
+ANNEAL_LR = 1.5e-6
+ANNEAL_LR_FACTOR = 0.75
+ANNEAL_STEPS = 1400
+ANNEAL_B = 4.25
+
+
+def annealing_table(cycles: int = ANNEAL_CYCLES) -> list[tuple[int, float, float]]:
+    """(K_i, t_i, lr_i) per cycle: K_i = 2944 - 128(i+1), t_i = -0.10 + 0.05 i, lr_i = 1.5e-6 0.75^i."""
+    return [(ANNEAL_START_CLASSES - ANNEAL_CLASS_STEP * (i + 1),
+             round(ANNEAL_START_THRESHOLD + ANNEAL_THRESHOLD_STEP * i, 10),
+             ANNEAL_LR * ANNEAL_LR_FACTOR ** i) for i in range(cycles)]
+
+
+def annealing_stages(fixed_hardness: bool = False) -> tuple[Stage, ...]:
+    """Stage 2 (METHOD.md §4): one stage per cycle, fresh AdamW, flat-cos (pct 0.6), P = 2, B = 4.25.
+
+    ``fixed_hardness`` holds K and the mask threshold at their cycle-0 values (learning rates unchanged).
+    """
+    table = annealing_table()
+    stages = []
+    for i, (k, t, lr) in enumerate(table):
+        if fixed_hardness:
+            k, t = table[0][0], table[0][1]
+        stages.append(Stage(
+            name=f"anneal{i:02d}", loss="AnnealingLoss",
+            loss_kwargs={"threshold": t, "B": ANNEAL_B, "R": 1.0},
+            n_classes=k, n_per_class=2, epochs=1, steps_per_epoch=ANNEAL_STEPS,
+            optimiser=Optimiser(kind="adamw", lr=lr, schedule="flat_cos", weight_decay=0.1,
+                                pct_start=0.6, div_final=1e5),
+            augment="affine",
+        ))
+    return tuple(stages)

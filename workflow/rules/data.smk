@@ -1,0 +1,102 @@
+# Data: raw downloads (paper) or the generated offline datasets (mini), then the prepared arrays.
+# Raw inputs keep their original formats under DATA/raw; `descbench prepare` writes DATA/ubc, DATA/hpatches.
+
+RAW_HPATCHES = f"{DATA}/raw/hpatches-release"
+RAW_TASKS = f"{DATA}/raw/hpatches-tasks"
+UBC_ARRAYS = ("patches.npy", "labels.npy", "pairs_100k.npy", "meta.json")
+
+
+def ubc_prepared(ubc_set):
+    """The prepared arrays of one UBC set (inputs of training and UBC evaluation)."""
+    return [f"{DATA}/ubc/{ubc_set}/{name}" for name in UBC_ARRAYS]
+
+
+HPATCHES_PREPARED = f"{DATA}/hpatches/meta.json"
+
+
+if config["data"]["source"] == "download":
+
+    rule download_ubc:
+        output:
+            directory(f"{DATA}/raw/ubc/{{ubc_set}}"),
+        log:
+            f"{RESULTS}/logs/data/download_ubc_{{ubc_set}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/data/download_ubc_{{ubc_set}}.tsv"
+        threads: 1
+        resources:
+            downloads=1,
+        shell:
+            "descbench download ubc {wildcards.ubc_set} --root {DATA} > {log} 2>&1"
+
+    rule download_hpatches:
+        output:
+            directory(RAW_HPATCHES),
+        log:
+            f"{RESULTS}/logs/data/download_hpatches.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/data/download_hpatches.tsv"
+        threads: 1
+        resources:
+            downloads=1,
+        shell:
+            "descbench download hpatches --root {DATA} > {log} 2>&1"
+
+    rule download_hpatches_tasks:
+        output:
+            directory(RAW_TASKS),
+        log:
+            f"{RESULTS}/logs/data/download_hpatches_tasks.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/data/download_hpatches_tasks.tsv"
+        threads: 1
+        resources:
+            downloads=1,
+        shell:
+            "descbench download hpatches-tasks --root {DATA} > {log} 2>&1"
+
+else:
+
+    rule make_mini:
+        output:
+            [directory(f"{DATA}/raw/ubc/{s}") for s in UBC_SETS],
+            directory(RAW_HPATCHES),
+            directory(RAW_TASKS),
+        log:
+            f"{RESULTS}/logs/data/make_mini.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/data/make_mini.tsv"
+        params:
+            seed=config["data"].get("mini_seed", 0),
+        threads: 1
+        shell:
+            "descbench make-mini --out {DATA} --seed {params.seed} > {log} 2>&1"
+
+
+rule prepare_ubc:
+    input:
+        f"{DATA}/raw/ubc/{{ubc_set}}",
+    output:
+        ubc_prepared("{ubc_set}"),
+    log:
+        f"{RESULTS}/logs/data/prepare_ubc_{{ubc_set}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/prepare_ubc_{{ubc_set}}.tsv"
+    threads: 1
+    shell:
+        "descbench prepare ubc {wildcards.ubc_set} --root {DATA} > {log} 2>&1"
+
+
+rule prepare_hpatches:
+    input:
+        RAW_HPATCHES,
+        RAW_TASKS,
+    output:
+        HPATCHES_PREPARED,
+    log:
+        f"{RESULTS}/logs/data/prepare_hpatches.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/prepare_hpatches.tsv"
+    threads: 1
+    shell:
+        "descbench prepare hpatches --root {DATA} > {log} 2>&1"

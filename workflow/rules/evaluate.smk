@@ -1,0 +1,79 @@
+# Evaluation: every learned model on every UBC set it was not trained on, the models of the configured
+# HPatches train set on HPatches; handcrafted descriptors once per UBC test set and once on HPatches.
+
+UBC_LEARNED = f"{RESULTS}/{layout.UBC_LEARNED_DIR}"
+UBC_HANDCRAFTED = f"{RESULTS}/{layout.UBC_HANDCRAFTED_DIR}"
+HP_LEARNED = f"{RESULTS}/{layout.HPATCHES_LEARNED_DIR}"
+HP_HANDCRAFTED = f"{RESULTS}/{layout.HPATCHES_HANDCRAFTED_DIR}"
+UBC_CONVENTION = config["ubc"]["convention"]
+HP_CONVENTION = config["hpatches"]["convention"]
+
+
+rule evaluate_ubc_model:
+    input:
+        model=f"{MODEL}/model.pt",
+        data=ubc_prepared("{test_set}"),
+    output:
+        [f"{UBC_LEARNED}/{name}" for name in layout.UBC_SCORE_FILES],
+    log:
+        f"{RESULTS}/logs/evaluate/ubc/{{train_set}}/{{method}}/seed{{seed}}/{{test_set}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/ubc/{{train_set}}/{{method}}/seed{{seed}}/{{test_set}}.tsv"
+    params:
+        out=lambda wildcards: UBC_LEARNED.format(**wildcards),
+    threads: config["threads"]["evaluate"]
+    shell:
+        "descbench evaluate ubc --model {input.model} --test-set {wildcards.test_set} --data {DATA}"
+        " --convention {UBC_CONVENTION} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate_ubc_handcrafted:
+    input:
+        data=ubc_prepared("{test_set}"),
+    output:
+        [f"{UBC_HANDCRAFTED}/{name}" for name in layout.UBC_SCORE_FILES],
+    log:
+        f"{RESULTS}/logs/evaluate/ubc/handcrafted/{{method}}/{{test_set}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/ubc/handcrafted/{{method}}/{{test_set}}.tsv"
+    params:
+        out=lambda wildcards: UBC_HANDCRAFTED.format(**wildcards),
+    threads: config["threads"]["evaluate"]
+    shell:
+        "descbench evaluate ubc --descriptor {wildcards.method} --test-set {wildcards.test_set}"
+        " --data {DATA} --convention {UBC_CONVENTION} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate_hpatches_model:
+    input:
+        model=f"{MODEL}/model.pt",
+        data=HPATCHES_PREPARED,
+    output:
+        [f"{HP_LEARNED}/{name}" for name in layout.HPATCHES_SCORE_FILES],
+    log:
+        f"{RESULTS}/logs/evaluate/hpatches/{{split}}/{{train_set}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/hpatches/{{split}}/{{train_set}}/{{method}}/seed{{seed}}.tsv"
+    params:
+        out=lambda wildcards: HP_LEARNED.format(**wildcards),
+    threads: config["threads"]["evaluate"]
+    shell:
+        "descbench evaluate hpatches --model {input.model} --split {wildcards.split} --data {DATA}"
+        " --convention {HP_CONVENTION} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate_hpatches_handcrafted:
+    input:
+        data=HPATCHES_PREPARED,
+    output:
+        [f"{HP_HANDCRAFTED}/{name}" for name in layout.HPATCHES_SCORE_FILES],
+    log:
+        f"{RESULTS}/logs/evaluate/hpatches/{{split}}/handcrafted/{{method}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/hpatches/{{split}}/handcrafted/{{method}}.tsv"
+    params:
+        out=lambda wildcards: HP_HANDCRAFTED.format(**wildcards),
+    threads: config["threads"]["evaluate"]
+    shell:
+        "descbench evaluate hpatches --descriptor {wildcards.method} --split {wildcards.split}"
+        " --data {DATA} --convention {HP_CONVENTION} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,73 @@
+# Report: tables, statistics and figures from every score file, in one `descbench report` run.
+# Tables and figures are wrapped in report() so `snakemake --report results/report.html` carries them.
+
+
+def trained_methods(methods):
+    """The configured methods plus every method they continue from (those are trained too)."""
+    needed = []
+    for method in methods:
+        chain = []
+        while method is not None and method not in needed and method not in chain:
+            chain.append(method)
+            method = init_from(method)
+        needed += chain
+    return needed
+
+
+def report_inputs(wildcards):
+    inputs = []
+    for train_set in TRAIN_SETS:
+        for seed in SEEDS:
+            for method in trained_methods(METHODS):
+                model = layout.model_dir(RESULTS, train_set, method, seed)
+                inputs += [str(model / "metrics.csv"), str(model / "diagnostics.npz")]
+            for method in METHODS:
+                for test_set in ubc_test_sets(train_set):
+                    scores = layout.ubc_dir(RESULTS, method, test_set, train_set, seed)
+                    inputs += [str(scores / name) for name in layout.UBC_SCORE_FILES]
+    for seed in SEEDS:
+        for method in METHODS:
+            scores = layout.hpatches_dir(RESULTS, method, HP_SPLIT, HP_TRAIN_SET, seed)
+            inputs += [str(scores / name) for name in layout.HPATCHES_SCORE_FILES]
+    for method in HANDCRAFTED:
+        for test_set in UBC_SETS:
+            scores = layout.ubc_dir(RESULTS, method, test_set)
+            inputs += [str(scores / name) for name in layout.UBC_SCORE_FILES]
+        scores = layout.hpatches_dir(RESULTS, method, HP_SPLIT)
+        inputs += [str(scores / name) for name in layout.HPATCHES_SCORE_FILES]
+    return inputs
+
+
+CAPTIONS = {
+    "ubc_fpr95": "../report/ubc_fpr95.rst",
+    "hpatches": "../report/hpatches.rst",
+    "ablations": "../report/ablations.rst",
+    "hpatches_summary": "../report/hpatches_summary.rst",
+    "training_curves": "../report/training_curves.rst",
+    "difficulty": "../report/difficulty.rst",
+}
+
+
+def reported(path, category):
+    name = Path(path).stem
+    caption = CAPTIONS.get(name, "../report/statistics.rst")
+    return report(path, caption=caption, category=category, subcategory=name)
+
+
+rule report:
+    input:
+        report_inputs,
+    output:
+        [reported(str(p), "Tables") for p in layout.table_files(RESULTS)],
+        [reported(str(p), "Figures") for p in layout.figure_files(RESULTS)],
+        reported(f"{RESULTS}/{layout.TESTS_CSV}", "Statistics"),
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    params:
+        config_json=json.dumps(config, sort_keys=True),
+    threads: 1
+    shell:
+        "descbench report --config-json {params.config_json:q} --results {RESULTS} --out {RESULTS}"
+        " > {log} 2>&1"
