@@ -134,7 +134,8 @@ def test_dynamic_bound_is_detached_median_combination():
     m = losses.dynamic_bound(a, b, 1.05)
     assert m.item() == pytest.approx(0.9 + 1.05 * 0.2) and not m.requires_grad
     # even K: torch's (and the official code's) median is the lower middle value
-    m_even = losses.dynamic_bound(torch.tensor([0.4, 0.1, 0.3, 0.2]), torch.tensor([4.0, 1.0, 3.0, 2.0]), 1.05)
+    a_even, b_even = torch.tensor([0.4, 0.1, 0.3, 0.2]), torch.tensor([4.0, 1.0, 3.0, 2.0])
+    m_even = losses.dynamic_bound(a_even, b_even, 1.05)
     assert m_even.item() == pytest.approx(2.0 + 1.05 * 0.2)
 
 

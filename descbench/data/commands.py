@@ -1,4 +1,5 @@
-"""Sub-commands of the data area: ``descbench download`` (UBC PhotoTour, HPatches, HPatches task files)."""
+"""Sub-commands of the data area: ``descbench download`` (UBC PhotoTour, HPatches, HPatches task files),
+``descbench prepare`` (original formats -> memory-mappable arrays) and ``descbench make-mini`` (offline data)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 def register(subparsers) -> None:
     """Add this area's sub-commands to the ``descbench`` parser."""
     _register_download(subparsers)
+    _register_prepare(subparsers)
+    _register_make_mini(subparsers)
 
 
 # -------------------------------------------------------------------------------------------- download
@@ -109,4 +112,83 @@ def _download_hpatches_tasks(args: argparse.Namespace) -> int:
 
     _print_result(download.download_hpatches_tasks(sources.CATALOGUE.hpatches_tasks, args.root,
                                                    from_dir=args.from_dir))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- prepare
+
+def _register_prepare(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prepare", help="convert the original UBC / HPatches files under DATA/raw/ into memory-mappable arrays",
+        description="Read the original formats (UBC BMP tiles + info.txt + m50 pair files; HPatches PNG stacks + "
+                    "task files) from DATA/raw/, check them, and write DATA/ubc/<set>/ or DATA/hpatches/. "
+                    "An output folder appears only when it is complete.")
+    datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    ubc = datasets.add_parser("ubc", help="DATA/raw/ubc/<set>/ -> DATA/ubc/<set>/{patches,labels,pairs_100k}.npy")
+    ubc.add_argument("sets", nargs="*", metavar="SET",
+                     help="set names (default: every folder in DATA/raw/ubc/ that has an info.txt)")
+    ubc.add_argument("--root", required=True, type=Path, metavar="DATA", help="data root (e.g. data/)")
+    ubc.set_defaults(func=_prepare_ubc)
+    hpatches = datasets.add_parser("hpatches", help="DATA/raw/hpatches-release/ + hpatches-tasks/ -> DATA/hpatches/")
+    hpatches.add_argument("--root", required=True, type=Path, metavar="DATA", help="data root (e.g. data/)")
+    hpatches.set_defaults(func=_prepare_hpatches)
+
+
+def _prepare_ubc(args: argparse.Namespace) -> int:
+    from descbench.data import ubc
+    from descbench.errors import DescbenchError
+
+    sets = args.sets or ubc.raw_sets(args.root)
+    if not sets:
+        raise DescbenchError(f"no UBC sets in {args.root / 'raw' / 'ubc'} (folders with an info.txt); run "
+                             f"`descbench download ubc --root {args.root}` or `descbench make-mini --out {args.root}`")
+    for name in sets:
+        meta = ubc.prepare_ubc(args.root, name)
+        print(f"{name}: {meta['n_patches']} patches, {meta['n_points']} 3D points, {meta['n_pairs']} pairs "
+              f"({meta['n_matches']} matching) from {meta['pairs_file']} -> {ubc.prepared_set_dir(args.root, name)}/")
+    return 0
+
+
+def _prepare_hpatches(args: argparse.Namespace) -> int:
+    from descbench.data import hpatches
+
+    meta = hpatches.prepare_hpatches(args.root)
+    counts = meta["sequences"].values()
+    print(f"hpatches: {meta['n_sequences']} sequences ({meta['n_illumination']} i_, {meta['n_viewpoint']} v_), "
+          f"{meta['n_patches']} patches per image type (N {min(counts)}..{max(counts)}), "
+          f"{len(meta['task_files'])} task files -> {hpatches.prepared_dir(args.root)}/")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- make-mini
+
+def _register_make_mini(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "make-mini", help="generate the offline mini datasets (UBC- and HPatches-like) in the original formats",
+        description="Make small UBC-like sets (mini_liberty, mini_notredame, mini_yosemite) and HPatches-like "
+                    "sequences with task files from photographs shipped by scikit-image, written under DATA/raw/ "
+                    "in the original on-disk formats; then run `descbench prepare ubc|hpatches --root DATA`. "
+                    "The same seed gives byte-identical files.")
+    parser.add_argument("--out", required=True, type=Path, metavar="DATA", help="data root to write (e.g. data/mini)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.set_defaults(func=_make_mini)
+
+
+def _make_mini(args: argparse.Namespace) -> int:
+    import time
+
+    from descbench.data import mini
+
+    start = time.perf_counter()
+    made = mini.make_mini(args.out, seed=args.seed)
+    seconds = time.perf_counter() - start
+    raw = args.out / "raw"
+    for name, info in made.record["ubc"].items():
+        print(f"{name}: {info['patches']} patches, {info['points']} 3D points, pairs {info['pairs_file']} "
+              f"-> {raw / 'ubc' / name}/")
+    counts = [info["patches"] for info in made.record["hpatches"].values()]
+    print(f"hpatches: {len(counts)} sequences, N {min(counts)}..{max(counts)} -> {raw / 'hpatches-release'}/; "
+          f"splits {', '.join(made.splits)} and task files -> {raw / 'hpatches-tasks'}/")
+    print(f"made in {seconds:.1f} s (seed {args.seed}); next: descbench prepare ubc --root {args.out} && "
+          f"descbench prepare hpatches --root {args.out}")
     return 0

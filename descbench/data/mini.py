@@ -48,7 +48,7 @@ GENERATOR_VERSION = 1
 MINI_RECORD = "mini.json"
 
 UBC_SCENES = {
-    "mini_liberty": ("astronaut", "camera"),
+    "mini_liberty": ("astronaut", "moon", "page"),
     "mini_notredame": ("coffee", "chelsea", "text"),
     "mini_yosemite": ("grass", "rocket"),
 }
@@ -58,13 +58,14 @@ HPATCHES_SCENES = {
     "i_hubble": "hubble_deep_field",
     "i_tissue": "immunohistochemistry",
     "v_brick": "brick",
+    "v_camera": "camera",
     "v_motorcycle": "stereo_motorcycle",
-    "v_page": "page",
     "v_retina": "retina",
 }
 
 # Full-size (scale 1.0) counts.
-UBC_POINTS = 600
+UBC_POINTS = 600  # per set, fewer where the photos have fewer usable keypoints
+UBC_MIN_POINTS = 450
 UBC_VIEWS = (2, 5)
 UBC_MATCHES = 2000  # -> m50_4000_4000_0.txt; a quarter-size m50_1000_1000_0.txt is written too
 HPATCHES_PATCHES = 300  # per sequence, fewer where the photo has fewer usable detections
@@ -271,9 +272,10 @@ def make_ubc_set(set_name: str, seed: int, part: int, scale: float) -> dict:
     photos = [load_photo(name) for name in UBC_SCENES[set_name]]
     points = [(photo_index, point) for photo_index, photo in enumerate(photos)
               for point in _ubc_points(photo, rng)]
-    n_points = max(8, round(UBC_POINTS * scale))
-    if len(points) < n_points:
-        raise DescbenchError(f"mini UBC {set_name}: only {len(points)} keypoints usable, {n_points} needed")
+    n_points = min(len(points), max(8, round(UBC_POINTS * scale)))
+    n_least = max(8, round(UBC_MIN_POINTS * scale))
+    if n_points < n_least:
+        raise DescbenchError(f"mini UBC {set_name}: only {len(points)} keypoints usable, {n_least} needed")
     patches, labels = [], []
     for point_id, chosen in enumerate(np.sort(rng.choice(len(points), n_points, replace=False))):
         photo_index, point = points[chosen]
@@ -308,9 +310,10 @@ def _circle_iou(r1: np.ndarray, r2: float, d: np.ndarray) -> np.ndarray:
     return inter / (math.pi * (r1 ** 2 + r2 ** 2) - inter)
 
 
-def _cluster(kp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices of detections kept after clustering circles (radius sigma) with IoU > 0.5, one kept at random
-    per cluster (greedy in random order)."""
+def _cluster(kp: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to ``n_max`` detections, no two of whose circles (radius sigma) overlap by IoU > 0.5:
+    visited in random order, a detection is dropped if it overlaps one already kept (so one detection per
+    cluster is kept at random)."""
     sigma = kp[:, 2] / 2
     kept: list[int] = []
     for i in rng.permutation(len(kp)):
@@ -319,6 +322,8 @@ def _cluster(kp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             if np.any(_circle_iou(sigma[kept], float(sigma[i]), d) > 0.5):
                 continue
         kept.append(int(i))
+        if len(kept) == n_max:
+            break
     return np.array(kept, dtype=np.int64)
 
 
@@ -374,8 +379,13 @@ def make_sequence(name: str, seed: int, part: int, scale: float) -> np.ndarray:
 
     rng = np.random.default_rng([seed, part])
     photo = load_photo(HPATCHES_SCENES[name])
+    kp = detect(photo)
     if max(photo.shape) < HPATCHES_MIN_SIDE:
+        # The reference image is the photo upsampled 2x; its detections are the photo's, mapped over
+        # (same result, without running SIFT on 4x the pixels).
         photo = cv2.resize(photo, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+        kp[:, :2] = 2 * kp[:, :2] + 0.5
+        kp[:, 2] *= 2
     shape = photo.shape
     viewpoint = name.startswith("v_")
 
@@ -392,9 +402,7 @@ def make_sequence(name: str, seed: int, part: int, scale: float) -> np.ndarray:
         target += rng.normal(0.0, rng.uniform(1.0, 3.0), shape).astype(np.float32)
         images.append(_to_uint8(target))
 
-    kp = detect(photo)
     kp = kp[(kp[:, 2] >= 5.0) & (kp[:, 2] <= 32.0)]
-    kp = kp[_cluster(kp, rng)]
     half = 5.0 * kp[:, 2] / 2  # measurement region half-side = 5 sigma, sigma = size / 2
     centre = (HP_PATCH - 1) / 2
     normalise = np.array([[1 / centre, 0, -1], [0, 1 / centre, -1], [0, 0, 1]])
@@ -402,18 +410,19 @@ def make_sequence(name: str, seed: int, part: int, scale: float) -> np.ndarray:
     # jitters[d, level, k-1]: one affine jitter per detection, level and target image
     jitters = np.stack([_jitters(level, len(kp) * 5, rng).reshape(len(kp), 5, 3, 3) for level in "eht"], axis=1)
     in_frame = frames[:, None, None] @ jitters  # jittered frame in reference coordinates
-    targets = np.stack([homographies[k] for k in range(1, 6)])[None, None] @ in_frame
-    ok = (_corners_inside(frames, shape)
-          & _corners_inside(in_frame, shape).all(axis=(1, 2))
-          & _corners_inside(targets, shape).all(axis=(1, 2)))
-    usable = np.flatnonzero(ok)
-    n_wanted = min(len(usable), max(2, round(HPATCHES_PATCHES * scale)))
+    targets = np.stack(homographies[1:])[None, None] @ in_frame
+    inside = (_corners_inside(frames, shape)
+              & _corners_inside(in_frame, shape).all(axis=(1, 2))
+              & _corners_inside(targets, shape).all(axis=(1, 2)))
+    usable = np.flatnonzero(inside)
+    n_wanted = max(2, round(HPATCHES_PATCHES * scale))
+    chosen = usable[_cluster(kp[usable], n_wanted, rng)]
     n_least = max(2, round(HPATCHES_MIN_PATCHES * scale))
-    if n_wanted < n_least:
-        raise DescbenchError(f"mini HPatches {name}: only {len(usable)} usable detections, {n_least} needed")
-    chosen = np.sort(rng.choice(usable, n_wanted, replace=False))
+    if len(chosen) < n_least:
+        raise DescbenchError(f"mini HPatches {name}: only {len(chosen)} usable detections, {n_least} needed")
+    chosen = np.sort(chosen)
 
-    stack = np.empty((len(hp.IMAGE_TYPES), n_wanted, HP_PATCH, HP_PATCH), dtype=np.uint8)
+    stack = np.empty((len(hp.IMAGE_TYPES), len(chosen), HP_PATCH, HP_PATCH), dtype=np.uint8)
     for row, d in enumerate(chosen):
         stack[0, row] = sample_patch(photo, frames[d], HP_PATCH)
         for level_index in range(3):
