@@ -3,11 +3,17 @@
 Both follow the L2-Net topology (six 3x3 convolutions 32-32-64-64-128-128, strides 1-1-2-1-2-1, then
 dropout and an 8x8 convolution to ``dim`` channels with a parameter-free BatchNorm) and share the
 kornia-compatible contract: float input (B, 1, 32, 32) in [0, 1] -> L2-normalised (B, dim).
-Layer choices and initialisations follow DagnyT/hardnet (``HardNet``) and yuruntian/HyNet (``HyNet``)
-as summarised in shared/METHOD.md section 5.
+Layer choices follow DagnyT/hardnet (``HardNet``), yuruntian/HyNet (``HyNet``) and zonszer/Self-TNet
+(``SDGMNet_128``, layer-for-layer HyNet's network) as summarised in shared/METHOD.md section 5. Convolutions
+are initialised orthogonally (gain 0.6, biases 0.01) as HardNet's and Self-TNet's ``weights_init``; HyNet's
+code has no ``weights_init`` and keeps PyTorch's default initialisation (``init="pytorch"``).
+Cross-checked against those three models (weights copied, float64, train and eval mode): see the
+regression test in tests/test_nets.py.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +25,7 @@ L2_NORM_EPS = 1e-10  # added to the squared norm before the square root (HardNet
 INPUT_STD_EPS = 1e-7  # added to the per-patch std (HardNet's input_norm)
 INIT_GAIN = 0.6
 INIT_BIAS = 0.01
+INITS = ("orthogonal", "pytorch")
 
 # (in channels, out channels, stride) of the six 3x3 convolutions of L2-Net.
 L2NET_CONVS = ((1, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1))
@@ -37,13 +44,27 @@ def _check_input(x: Tensor) -> None:
         )
 
 
-def _init_convs(module: nn.Module, generator: torch.Generator | None) -> None:
-    """Orthogonal weights (gain 0.6) and biases 0.01, as HardNet's and HyNet's ``weights_init``."""
+def _init_convs(module: nn.Module, generator: torch.Generator | None, init: str = "orthogonal") -> None:
+    """Initialise every convolution from ``generator``.
+
+    ``orthogonal``: weights orthogonal with gain 0.6, biases 0.01 (HardNet's and Self-TNet's
+    ``weights_init``). ``pytorch``: PyTorch's default ``Conv2d`` initialisation (kaiming-uniform with
+    a = sqrt(5), biases uniform in +-1/sqrt(fan_in)), which yuruntian/HyNet's model keeps.
+    """
+    if init not in INITS:
+        raise DescbenchError(f"unknown network initialisation {init!r}; use one of {', '.join(INITS)}")
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
+        if not isinstance(m, nn.Conv2d):
+            continue
+        if init == "orthogonal":
             nn.init.orthogonal_(m.weight, gain=INIT_GAIN, generator=generator)
             if m.bias is not None:
                 nn.init.constant_(m.bias, INIT_BIAS)
+        else:
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                bound = 1.0 / math.sqrt(m.weight[0].numel())
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
 
 
 class FRN(nn.Module):
@@ -134,10 +155,12 @@ class L2NetFRN(nn.Module):
 
     The input itself passes FRN(1)+TLU(1) (no mean/std preprocessing); the six convolutions carry
     biases; the head is dropout, an 8x8 convolution without bias and BatchNorm2d(affine=False).
+    ``init`` chooses the convolution initialisation (see ``_init_convs``): ``orthogonal`` as Self-TNet,
+    ``pytorch`` as HyNet's code.
     """
 
     def __init__(self, dim: int = 128, dropout: float = 0.3, *,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, init: str = "orthogonal") -> None:
         super().__init__()
         self.dim = dim
         layers: list[nn.Module] = [FRN(1), TLU(1)]
@@ -148,7 +171,7 @@ class L2NetFRN(nn.Module):
                 TLU(c_out),
             ]
         self.features = nn.Sequential(*layers, *_head(dim, dropout))
-        _init_convs(self, generator)
+        _init_convs(self, generator, init)
 
     def forward(self, x: Tensor, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """(B, 1, 32, 32) -> (B, dim) unit descriptors; with ``return_raw`` also the pre-norm ones.

@@ -187,7 +187,8 @@ def _make_mini(args: argparse.Namespace) -> int:
         print(f"{name}: {info['patches']} patches, {info['points']} 3D points, pairs {info['pairs_file']} "
               f"-> {raw / 'ubc' / name}/")
     counts = [info["patches"] for info in made.record["hpatches"].values()]
-    print(f"hpatches: {len(counts)} sequences, N {min(counts)}..{max(counts)} -> {raw / 'hpatches-release'}/; "
+    print(f"hpatches: {len(counts)} sequences, N {min(counts)}..{max(counts)} ({sum(counts)} patches per image "
+          f"type) -> {raw / 'hpatches-release'}/; "
           f"splits {', '.join(made.splits)} and task files -> {raw / 'hpatches-tasks'}/")
     print(f"made in {seconds:.1f} s (seed {args.seed}); next: descbench prepare ubc --root {args.out} && "
           f"descbench prepare hpatches --root {args.out}")

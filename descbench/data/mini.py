@@ -11,25 +11,26 @@ are consecutive, point ids run 0..P-1. Written as 1024x1024 BMP tiles (last tile
 non-matches each (the reader uses the larger one).
 
 HPatches-like sequences (``DATA/raw/hpatches-release/{i_*,v_*}/``), the HPatches way (PROTOCOLS.md §1.1):
-SIFT detections (scale sigma = OpenCV size / 2, Lowe's dominant orientation) in the reference image; the
-measurement region is a square of half-side 5 sigma; detections whose circles (radius sigma) overlap by more
+the reference image is the photo resized to a longer side of 1024 pixels; SIFT detections in it (found on
+its half-size pyramid level; scale sigma = OpenCV size / 2, Lowe's dominant orientation); the measurement
+region is a square of half-side 5 sigma; detections whose circles (radius sigma) overlap by more
 than 50 % IoU are clustered and one kept at random; a detection is kept only if its region, and every
 jittered and reprojected region, lies inside the images. Targets 1..5 of each level re-use the frame after
 a random affine jitter (shift, rotation, scale, anisotropy; amplitudes in ``JITTER``, growing
 Easy < Hard < Tough) and reproject it with the image's homography: random perspective homographies growing
 with k for ``v_``, identity for ``i_`` where the image instead gets an illumination change (gain, gamma,
-illumination gradient). Every target image gets sensor noise. Each PNG is one column of N 65x65 patches.
+illumination gradient). Every target image gets sensor noise. N (150-400, drawn per sequence) of the kept
+detections are written; each PNG is one column of N 65x65 patches.
 ``DATA/raw/hpatches-tasks/`` gets ``splits.json`` (a, b, c: half of the i_ and half of the v_ sequences as
 test, the rest train; illum/view/full: test only) and the task csvs made by
 ``descbench.evaluate.tasks.write_task_files`` (the official generator rules).
 
-Everything is drawn from ``numpy.random.default_rng([seed, part])`` per part, so the same seed gives
-byte-identical files. ``scale`` shrinks every count (tests use it); the CLI uses 1.0.
+Everything is drawn from ``numpy.random.default_rng([seed, part])`` per part and OpenCV's keypoints are
+sorted, so the same seed gives byte-identical files (with the same numpy/OpenCV/scikit-image versions). ``scale`` shrinks every count (tests use it); the CLI uses 1.0.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -41,8 +42,6 @@ from descbench.data import hpatches as hp
 from descbench.data import ubc
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, write_json
-
-log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 MINI_RECORD = "mini.json"
@@ -67,9 +66,14 @@ HPATCHES_SCENES = {
 UBC_POINTS = 600  # per set, fewer where the photos have fewer usable keypoints
 UBC_MIN_POINTS = 450
 UBC_VIEWS = (2, 5)
+# Per-view changes of a UBC point (uniform in +-amplitude): shift (fraction of the region side), rotation
+# (radians), log2 scale and anisotropy, perspective (relative change of w across the half region), blur
+# sigma (max, half of the views), log2 gamma, gain, bias (grey levels), noise sigma (max). Brown's matches lie
+# within 5 px, 0.25 octave and pi/8 of each other.
+UBC_VIEW = {"shift": 0.05, "rotation": math.pi / 10, "log2_scale": 0.2, "log2_anisotropy": 0.15,
+            "perspective": 0.4, "blur": 1.3, "log2_gamma": 0.4, "gain": 0.3, "bias": 15.0, "noise": 5.0}
 UBC_MATCHES = 2000  # -> m50_4000_4000_0.txt; a quarter-size m50_1000_1000_0.txt is written too
-HPATCHES_PATCHES = 300  # per sequence, fewer where the photo has fewer usable detections
-HPATCHES_MIN_PATCHES = 150
+HPATCHES_PATCHES = (150, 400)  # N per sequence drawn from this range (capped by the usable detections)
 TASK_PAIRS = 20000
 TASK_QUERIES = 300
 TASK_DISTRACTORS = 600
@@ -83,7 +87,7 @@ JITTER = {
     "h": (0.24, 20.0, 0.29, 0.29),
     "t": (0.37, 30.0, 0.44, 0.44),
 }
-HPATCHES_MIN_SIDE = 800  # photos whose longer side is shorter are upsampled 2x before detection
+HPATCHES_SIDE = 1024  # longer side of the reference images (photos are resized to it)
 
 UBC_PATCH = ubc.PATCH_SIZE
 HP_PATCH = hp.PATCH_SIZE
@@ -168,6 +172,14 @@ def sample_patch(image: np.ndarray, patch_to_image: np.ndarray, size: int) -> np
     return cv2.resize(hi, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def _resize_longer_side(image: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    factor = side / max(image.shape)
+    size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
+    return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA)
+
+
 def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
@@ -196,25 +208,26 @@ def _ubc_points(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _ubc_view(photo: np.ndarray, point: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One 64x64 view of a point: random local homography + photometric change."""
+    """One 64x64 view of a point: random local homography + photometric change (amplitudes in UBC_VIEW)."""
     import cv2
 
     x, y, side, angle = point
-    shift = rng.uniform(-0.05, 0.05, 2) * side
-    scale = side / UBC_PATCH * 2.0 ** rng.uniform(-0.2, 0.2)
-    linear = _rotation(angle + rng.uniform(-math.pi / 12, math.pi / 12)) @ _anisotropy(
-        rng.uniform(-0.1, 0.1), rng.uniform(0, math.pi)) * scale
+    v = UBC_VIEW
+    shift = rng.uniform(-v["shift"], v["shift"], 2) * side
+    scale = side / UBC_PATCH * 2.0 ** rng.uniform(-v["log2_scale"], v["log2_scale"])
+    linear = _rotation(angle + rng.uniform(-v["rotation"], v["rotation"])) @ _anisotropy(
+        rng.uniform(-v["log2_anisotropy"], v["log2_anisotropy"]), rng.uniform(0, math.pi)) * scale
     perspective = np.eye(3)
-    perspective[2, :2] = rng.uniform(-0.3, 0.3, 2) / side
+    perspective[2, :2] = rng.uniform(-v["perspective"], v["perspective"], 2) / side
     centre = (UBC_PATCH - 1) / 2
     patch_to_photo = (_affine(np.eye(2), (x + shift[0], y + shift[1])) @ perspective
                       @ _affine(linear) @ _affine(np.eye(2), (-centre, -centre)))
     patch = sample_patch(photo, patch_to_photo, UBC_PATCH).astype(np.float32)
     if rng.random() < 0.5:
-        patch = cv2.GaussianBlur(patch, (0, 0), rng.uniform(0.3, 1.2), borderType=cv2.BORDER_REFLECT101)
-    patch = 255.0 * (patch / 255.0) ** (2.0 ** rng.uniform(-0.4, 0.4))
-    patch = patch * rng.uniform(0.7, 1.3) + rng.uniform(-15, 15)
-    patch = patch + rng.normal(0.0, rng.uniform(1.0, 5.0), patch.shape)
+        patch = cv2.GaussianBlur(patch, (0, 0), rng.uniform(0.3, v["blur"]), borderType=cv2.BORDER_REFLECT101)
+    patch = 255.0 * (patch / 255.0) ** (2.0 ** rng.uniform(-v["log2_gamma"], v["log2_gamma"]))
+    patch = patch * rng.uniform(1 - v["gain"], 1 + v["gain"]) + rng.uniform(-v["bias"], v["bias"])
+    patch = patch + rng.normal(0.0, rng.uniform(1.0, v["noise"]), patch.shape)
     return _to_uint8(patch)
 
 
@@ -227,7 +240,7 @@ def _ubc_pairs(labels: np.ndarray, n_matches: int, rng: np.random.Generator) -> 
                         dtype=np.int64)
     if len(matching) < n_matches:
         raise DescbenchError(f"mini UBC: only {len(matching)} matching pairs for {n_matches} requested; "
-                             "use a larger --scale")
+                             "the scale is too small for the pair count")
     matching = matching[rng.choice(len(matching), n_matches, replace=False)]
     nonmatching = np.empty((0, 2), dtype=np.int64)
     while len(nonmatching) < n_matches:
@@ -348,7 +361,7 @@ def _illumination_change(photo: np.ndarray, rng: np.random.Generator) -> np.ndar
     gx, gy = rng.uniform(-0.6, 0.6, 2)
     field_ = 1.0 + gx * (xx / w - 0.5) + gy * (yy / h - 0.5)
     gamma = 2.0 ** rng.uniform(-0.6, 0.6)
-    gain = 2.0 ** rng.uniform(-1.2, 0.6)
+    gain = 2.0 ** rng.uniform(-1.2, 0.4)
     return 255.0 * (photo.astype(np.float32) / 255.0) ** gamma * gain * field_
 
 
@@ -378,15 +391,15 @@ def make_sequence(name: str, seed: int, part: int, scale: float) -> np.ndarray:
     import cv2
 
     rng = np.random.default_rng([seed, part])
-    photo = load_photo(HPATCHES_SCENES[name])
-    kp = detect(photo)
-    if max(photo.shape) < HPATCHES_MIN_SIDE:
-        # The reference image is the photo upsampled 2x; its detections are the photo's, mapped over
-        # (same result, without running SIFT on 4x the pixels).
-        photo = cv2.resize(photo, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-        kp[:, :2] = 2 * kp[:, :2] + 0.5
-        kp[:, 2] *= 2
+    photo = _resize_longer_side(load_photo(HPATCHES_SCENES[name]), HPATCHES_SIDE)
     shape = photo.shape
+    # Detect on a half-size copy of the reference image (its coarser pyramid level, a quarter of the SIFT
+    # work) and map the detections to full resolution.
+    small = _resize_longer_side(photo, HPATCHES_SIDE // 2)
+    kp = detect(small)
+    factor = np.array([shape[1] / small.shape[1], shape[0] / small.shape[0]])
+    kp[:, :2] = (kp[:, :2] + 0.5) * factor - 0.5
+    kp[:, 2] *= factor.mean()
     viewpoint = name.startswith("v_")
 
     homographies = [np.eye(3)] + [(_random_homography(shape, k, rng) if viewpoint else np.eye(3))
@@ -415,9 +428,9 @@ def make_sequence(name: str, seed: int, part: int, scale: float) -> np.ndarray:
               & _corners_inside(in_frame, shape).all(axis=(1, 2))
               & _corners_inside(targets, shape).all(axis=(1, 2)))
     usable = np.flatnonzero(inside)
-    n_wanted = max(2, round(HPATCHES_PATCHES * scale))
+    n_wanted = max(2, round(rng.integers(HPATCHES_PATCHES[0], HPATCHES_PATCHES[1] + 1) * scale))
     chosen = usable[_cluster(kp[usable], n_wanted, rng)]
-    n_least = max(2, round(HPATCHES_MIN_PATCHES * scale))
+    n_least = max(2, round(HPATCHES_PATCHES[0] * scale))
     if len(chosen) < n_least:
         raise DescbenchError(f"mini HPatches {name}: only {len(chosen)} usable detections, {n_least} needed")
     chosen = np.sort(chosen)

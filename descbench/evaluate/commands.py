@@ -1,5 +1,152 @@
-"""Sub-commands of this area (filled in by its owner)."""
+"""``descbench evaluate ubc|hpatches`` and ``descbench export``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path("data")
+
+
+def _add_source(parser: argparse.ArgumentParser, allow_files: bool) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--descriptor", metavar="NAME", help="registered descriptor (descbench list)")
+    source.add_argument("--model", metavar="PATH", help="trained model file (descbench train)")
+    if allow_files:
+        source.add_argument("--descriptors", metavar="DIR", type=Path,
+                            help="descriptor files <DIR>/<seq>/<type>.csv (',' or ';') or .npy")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"data root with the prepared arrays (default {DEFAULT_DATA})")
+    parser.add_argument("--batch-size", type=int, default=512, help="patches per batch (default 512)")
+    parser.add_argument("--interpolation", default="linear", choices=("linear", "area", "cubic", "nearest"),
+                        help="cv2.resize interpolation to a network's input side (default linear)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _extractor(args: argparse.Namespace):
+    import torch
+
+    from descbench.evaluate.extract import make_extractor
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return make_extractor(args.descriptor, args.model, batch_size=args.batch_size,
+                          interpolation=args.interpolation, device=device)
+
+
+def _source_name(args: argparse.Namespace, extractor=None) -> str:
+    if getattr(args, "descriptors", None) is not None:
+        return Path(args.descriptors).name
+    if args.model is not None:
+        return f"{extractor.name}:{args.model}"
+    return args.descriptor
+
+
+def _default_out(kind: str, args: argparse.Namespace, what: str) -> Path:
+    name = args.descriptor or (Path(args.model).parent.name if args.model else Path(args.descriptors).name)
+    return Path("results") / "adhoc" / kind / name / what
+
+
+def _evaluate_ubc(args: argparse.Namespace) -> int:
+    from descbench.data.ubc import load_ubc
+    from descbench.evaluate.ubc import evaluate_ubc
+    from descbench.fileio import write_json, write_text
+
+    extractor = _extractor(args)
+    table, summary = evaluate_ubc(extractor, load_ubc(args.data, args.test_set), args.test_set,
+                                  args.convention)
+    summary["descriptor"] = _source_name(args, extractor)
+    out = args.out or _default_out("ubc", args, args.test_set)
+    write_text(out / "pairs.csv", table.to_csv(index=False, lineterminator="\n"))
+    write_json(out / "summary.json", summary)
+    print(f"UBC {args.test_set}: FPR95 = {100 * summary['fpr95']:.2f} % "
+          f"({summary['descriptor']}, {args.convention} convention, {summary['n_pairs']} pairs) -> {out}")
+    return 0
+
+
+def _hpatches_descriptors(args: argparse.Namespace, sequences_needed: list[str] | None):
+    from descbench.data.hpatches import load_sequences
+    from descbench.evaluate import extract
+
+    stacks = load_sequences(args.data)
+    if args.descriptors is not None:
+        lengths = {name: int(stack.shape[1]) for name, stack in stacks.items()}
+        return extract.load_descriptor_dir(args.descriptors, lengths), Path(args.descriptors).name
+    if sequences_needed is not None:
+        stacks = {name: stacks[name] for name in sequences_needed if name in stacks}
+    extractor = _extractor(args)
+    return extract.describe_sequences(extractor, stacks), _source_name(args, extractor)
+
+
+def _evaluate_hpatches(args: argparse.Namespace) -> int:
+    from descbench.data.hpatches import tasks_dir
+    from descbench.errors import DescbenchError
+    from descbench.evaluate import hpatches, tasks as taskfiles
+
+    convention = hpatches.convention_for(args.convention, args.distance)
+    task_dir = tasks_dir(args.data)
+    splits = taskfiles.load_splits(task_dir)
+    split = taskfiles.get_split(splits, args.split, str(taskfiles.splits_path(task_dir)))
+    selected = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in selected if t not in hpatches.TASKS]
+    if unknown or not selected:
+        raise DescbenchError(f"--tasks {args.tasks!r}: use a comma list of {', '.join(hpatches.TASKS)}")
+    needed = list(split["test"]) if convention.name == "python" else None
+    per_sequence, name = _hpatches_descriptors(args, needed)
+    desc = hpatches.HPatchesDescriptors(per_sequence)
+    results, summary = hpatches.evaluate(desc, task_dir, args.split, convention, selected)
+    summary["descriptor"] = name
+    out = args.out or _default_out("hpatches", args, args.split)
+    hpatches.write_results(out, results, summary)
+    print(hpatches.format_summary(summary))
+    print(f"-> {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from descbench.evaluate import extract
+
+    per_sequence, _ = _hpatches_descriptors(args, None)
+    extract.write_descriptor_dir(args.out, per_sequence, fmt=args.format, delimiter=args.delimiter)
+    print(f"wrote descriptors of {len(per_sequence)} sequences to {args.out}")
+    return 0
 
 
 def register(subparsers) -> None:
-    """Add this area's sub-commands to the ``descbench`` parser."""
+    """Add ``evaluate ubc``, ``evaluate hpatches`` and ``export`` to the ``descbench`` parser."""
+    evaluate = subparsers.add_parser("evaluate", help="score a descriptor on UBC PhotoTour or HPatches")
+    sub = evaluate.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+
+    ubc = sub.add_parser("ubc", help="FPR95 on the 100K pairs of a UBC test set")
+    _add_source(ubc, allow_files=False)
+    ubc.add_argument("--test-set", default="notredame", help="prepared UBC set (default notredame)")
+    ubc.add_argument("--convention", default="hardnet", choices=("hardnet", "hynet"),
+                     help="FPR95 threshold convention (default hardnet)")
+    ubc.add_argument("--out", type=Path, default=None,
+                     help="output folder for pairs.csv and summary.json (default results/adhoc/ubc/...)")
+    ubc.set_defaults(func=_evaluate_ubc)
+
+    hp = sub.add_parser("hpatches", help="HPatches verification, matching and retrieval")
+    _add_source(hp, allow_files=True)
+    hp.add_argument("--split", default="full", help="a, b, c, illum, view or full (default full)")
+    hp.add_argument("--convention", default="python", choices=("python", "matlab"),
+                    help="official python benchmark (default) or the MATLAB one")
+    hp.add_argument("--distance", default="L2", choices=("L2", "L1"))
+    hp.add_argument("--tasks", default="verification,matching,retrieval",
+                    help="comma list of tasks (default all three)")
+    hp.add_argument("--out", type=Path, default=None,
+                    help="output folder for the tidy csvs and summary.json (default results/adhoc/hpatches/...)")
+    hp.set_defaults(func=_evaluate_hpatches)
+
+    export = subparsers.add_parser(
+        "export", help="write HPatches descriptors in the official layout <out>/<seq>/<type>.csv")
+    _add_source(export, allow_files=False)
+    export.add_argument("--out", type=Path, required=True, help="output folder")
+    export.add_argument("--format", default="csv", choices=("csv", "npy"))
+    export.add_argument("--delimiter", default=",", choices=(",", ";"))
+    export.set_defaults(func=_export, descriptors=None)
+

@@ -256,15 +256,17 @@ def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Co
 def _count_before(approx: dist.ApproxMatrix, neg_lo: int, neg_hi: int, keys: np.ndarray,
                   exact_negatives, positive_d: np.ndarray) -> np.ndarray:
     """For every query row and threshold: negatives in [neg_lo, neg_hi) strictly closer than the
-    positive. ``keys`` are the positives' reference distances on the proxy scale; rows where a
-    proxy is within the error bound of a threshold are recounted with reference distances."""
-    block = np.sort(approx.values[:, neg_lo:neg_hi], axis=1)
+    positive (ties rank the positive first). ``keys`` are the positives' reference values on the
+    proxy scale; rows where a proxy lies within the error bound of a key are recounted with
+    reference distances (``exact_negatives(row, lo, hi)``, compared with ``positive_d``)."""
+    block = torch.from_numpy(np.sort(approx.values[:, neg_lo:neg_hi], axis=1))
+    if approx.exact:
+        return torch.searchsorted(block, torch.from_numpy(np.ascontiguousarray(keys))).numpy()
     tol = approx.tol[:, None]
     lo = np.nextafter((keys - tol).astype(np.float32), np.float32(-np.inf))
     hi = np.nextafter((keys + tol).astype(np.float32), np.float32(np.inf))
-    sorted_t = torch.from_numpy(block)
-    below = torch.searchsorted(sorted_t, torch.from_numpy(np.ascontiguousarray(lo))).numpy()
-    upto = torch.searchsorted(sorted_t, torch.from_numpy(np.ascontiguousarray(hi)), right=True).numpy()
+    below = torch.searchsorted(block, torch.from_numpy(np.ascontiguousarray(lo))).numpy()
+    upto = torch.searchsorted(block, torch.from_numpy(np.ascontiguousarray(hi)), right=True).numpy()
     counts = below.astype(np.int64)
     for r in np.flatnonzero((upto > below).any(axis=1)):
         d = exact_negatives(r, neg_lo, neg_hi)
@@ -296,6 +298,7 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
     images = np.array([[LEVEL_BASE[lv] + k for k in range(1, 6)] for lv in LEVELS])
     pos_desc = desc.data[images[None, :, :], q_rows[:, None, None]]
     pos_d = dist.exact_rows(q_desc[:, None, None, :], pos_desc, metric)
+    pos_ref = dist.exact_rows(q_desc[:, None, None, :], pos_desc, dist.squared_or_l1(metric))
 
     ap = np.empty((len(q_rows), len(LEVELS), len(pools)), dtype=np.float64)
     for seq in tqdm(np.unique(q_seq), desc="retrieval", unit="seq", leave=False):
@@ -308,7 +311,7 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
             A = np.ascontiguousarray(q_desc[qs])
             approx = dist.ApproxMatrix(A, negatives, metric, b_sq=d_sq[keep])
             pd_flat = pos_d[qs].reshape(len(qs), -1)
-            keys = approx.key(pd_flat)
+            keys = approx.key(pos_ref[qs].reshape(len(qs), -1))
 
             def exact_negatives(r, lo, hi, A=A, negatives=negatives):
                 return dist.exact_rows(A[r][None, :], negatives[lo:hi], metric)

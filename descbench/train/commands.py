@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from descbench.data.ubc import load_ubc
     from descbench.errors import DescbenchError
     from descbench.models import load_model, save_model
-    from descbench.train.loop import _dist, train
+    from descbench.train.loop import train
 
     desc = registry.get(args.method)
     if not desc.learned or desc.recipe is None:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(recipe, desc.network, data.patches, np.asarray(data.labels), out, args.seed,
                    device=args.device, init_state=init_state, resume=args.resume,
                    checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
-    if _dist()[0] != 0:
+    if result.rank != 0:
         return 0
     meta = {
         "method": args.method, "recipe": recipe.to_json(), "scale": args.scale, "seed": args.seed,
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "versions": {"torch": torch.__version__, "numpy": np.__version__,
                      "descbench": descbench.__version__},
         "git_commit": _git_commit(),
-        "world_size": _dist()[1],
+        "world_size": result.world_size,
     }
     save_model(out / "model.pt", args.method, result.state_dict, meta)
     print(f"{args.method} on {args.train_set} (seed {args.seed}, {args.scale}): {result.steps} steps "

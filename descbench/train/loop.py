@@ -60,6 +60,8 @@ class TrainResult:
     val_fpr95_after: float
     steps: int
     seconds: float
+    rank: int = 0
+    world_size: int = 1
 
 
 # --- distributed helpers -----------------------------------------------------------------------
@@ -71,12 +73,13 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed(device: torch.device) -> None:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+def init_distributed(device: torch.device) -> bool:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); True if joined here."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
-        return
+        return False
     backend = "nccl" if device.type == "cuda" else "gloo"
     torch.distributed.init_process_group(backend=backend)
+    return True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,18 +105,19 @@ class _GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
-        local = torch.stack([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3))])
-        count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
-        total = all_reduce(torch.cat([local.reshape(-1), count]))
-        n = total[-1]
-        mean = total[: x.shape[1]] / n
-        var = (total[x.shape[1]: 2 * x.shape[1]] / n - mean * mean).clamp_min(0.0)
+        # two passes (mean, then centred squares) avoid the cancellation of E[x^2] - E[x]^2
+        count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device, dtype=x.dtype)
+        total = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]))
+        n = total[-1].detach()
+        mean = total[:-1] / n
+        centred = x - mean[None, :, None, None]
+        var = all_reduce(centred.pow(2).sum(dim=(0, 2, 3))) / n
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             m = self.momentum
             self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
             self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
-        out = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        out = centred * torch.rsqrt(var[None, :, None, None] + self.eps)
         if self.affine:
             out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return out
@@ -142,9 +146,14 @@ def _average_gradients(net: nn.Module, world: int) -> None:
 
 
 def _gather_with_grad(local: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's tensor; the backward pass hands each rank the gradient of its part."""
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(local), dim=0)
+    with warnings.catch_warnings():  # its suggested replacement has no autograd support
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(local), dim=0)
 
 
 def _gather_no_grad(local: torch.Tensor) -> torch.Tensor:
@@ -292,11 +301,23 @@ def train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches
     """Train ``network_factory()`` on the training set (patches uint8 (N,64,64), labels (N,)).
 
     Writes ``out_dir``/{metrics.csv, diagnostics.npz, checkpoint.pt}; returns the final weights (the
-    last step of the fixed schedule) and the validation FPR95 before and after training.
+    last step of the fixed schedule) and the validation FPR95 before and after training. Under
+    torchrun it joins (and finally leaves) the process group; only rank 0 writes files.
     """
-    out_dir = Path(out_dir)
     dev = resolve_device(device)
-    init_distributed(dev)
+    joined = init_distributed(dev)
+    try:
+        return _train(recipe, network_factory, patches, labels, Path(out_dir), seed, dev, init_state,
+                      resume, checkpoint_every, diagnostics_every, stop_after, progress)
+    finally:
+        if joined:
+            torch.distributed.destroy_process_group()
+
+
+def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches: np.ndarray,
+           labels: np.ndarray, out_dir: Path, seed: int, dev: torch.device,
+           init_state: dict[str, torch.Tensor] | None, resume: bool, checkpoint_every: int,
+           diagnostics_every: int | None, stop_after: int | None, progress: bool) -> TrainResult:
     rank, world = _dist()
     ckpt_path = out_dir / "checkpoint.pt"
     total = recipe.total_steps
@@ -457,4 +478,4 @@ def train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches
                     module.__class__ = nn.BatchNorm2d
         final = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         val_after = next((r[-1] for r in reversed(rows) if not math.isnan(r[-1])), math.nan)
-    return TrainResult(final, val_before, val_after, step, time.perf_counter() - started)
+    return TrainResult(final, val_before, val_after, step, time.perf_counter() - started, rank, world)

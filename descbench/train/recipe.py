@@ -4,7 +4,8 @@ A recipe is a sequence of stages; each stage gets a fresh optimiser and its own 
 how the annealing stage's 15 cycles (each a fresh fastai ``Learner``, METHOD.md §4) are expressed. A
 recipe is plain data (JSON-able via ``to_json``) and carries the paper's values; ``scale("mini")``
 shrinks it for the offline preset: batch classes / 80 (at least 16) and total steps / 2000 (at least
-2 per stage, at most 2 epochs per stage), every stage (annealing cycle) kept, learning rates unchanged.
+2 per stage, at most 2 epochs per stage), every stage (annealing cycle) kept; Adam learning rates
+unchanged, SGD's scaled with the batch (linear scaling rule: HardNet's lr 10 at K = 16 does not learn).
 
 Schedules (functions of the step within a stage, ``lr_at`` / ``beta1_at``):
 
@@ -160,7 +161,10 @@ def _mini_stage(stage: Stage) -> Stage:
     total = max(MINI_MIN_STEPS, round(stage.total_steps / MINI_STEP_DIVISOR))
     steps = max(1, math.ceil(total / epochs))
     classes = max(MINI_MIN_CLASSES, round(stage.n_classes / MINI_CLASS_DIVISOR))
-    return replace(stage, epochs=epochs, steps_per_epoch=steps, n_classes=classes)
+    optimiser = stage.optimiser
+    if optimiser.kind == "sgd":  # linear scaling rule: plain SGD's step must shrink with the batch
+        optimiser = replace(optimiser, lr=optimiser.lr * classes / stage.n_classes)
+    return replace(stage, epochs=epochs, steps_per_epoch=steps, n_classes=classes, optimiser=optimiser)
 
 
 # --- shared paper recipes of the balanced method (METHOD.md §2-§5) --------------------------------

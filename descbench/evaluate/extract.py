@@ -1,0 +1,201 @@
+"""Descriptors of patch stacks: from a registered descriptor, a trained model, or files on disk.
+
+Learned descriptors get what the reference extraction scripts feed them (HardNet's test loader,
+hpatches-benchmark's extraction scripts): every 65x65 (HPatches) or 64x64 (UBC) patch resized with
+``cv2.resize`` to the network's side (INTER_LINEAR unless told otherwise), then float32 in [0, 1] of
+shape (B, 1, s, s), run in batches under ``torch.no_grad``. Handcrafted descriptors receive the
+original uint8 patches and resize themselves (registry contract).
+
+Descriptor files use the official HPatches layout ``<dir>/<seq>/<type>.csv`` (one row per patch, no
+header, ``,`` or ``;``) or ``<dir>/<seq>/<type>.npy`` (N, dim).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Mapping
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from descbench import registry
+from descbench.errors import DescbenchError
+from descbench.fileio import atomic_path, save_npy
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("ref",) + tuple(f"{lvl}{k}" for lvl in "eht" for k in range(1, 6))
+INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC,
+                  "nearest": cv2.INTER_NEAREST}
+
+
+class Extractor:
+    """Maps uint8 patches (N, H, W) to float32 descriptors (N, dim) for one descriptor.
+
+    ``network`` is the trained module for a learned descriptor (``load_model``); a learned descriptor
+    without one is an error, since its untrained weights mean nothing.
+    """
+
+    def __init__(self, descriptor: registry.Descriptor, network: torch.nn.Module | None = None,
+                 batch_size: int = 512, interpolation: str = "linear", device: str = "cpu"):
+        if descriptor.learned and network is None:
+            raise DescbenchError(
+                f"{descriptor.name!r} is a learned descriptor: give its trained model with --model PATH")
+        if interpolation not in INTERPOLATIONS:
+            raise DescbenchError(
+                f"unknown interpolation {interpolation!r}; use one of {', '.join(INTERPOLATIONS)}")
+        if batch_size < 1:
+            raise DescbenchError(f"batch size must be >= 1, got {batch_size}")
+        self.descriptor = descriptor
+        self.name = descriptor.name
+        self.dim = descriptor.dim
+        self.batch_size = batch_size
+        self.interpolation = INTERPOLATIONS[interpolation]
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval() if network is not None else None
+
+    def _resize(self, patches: np.ndarray) -> np.ndarray:
+        side = self.descriptor.patch_size
+        if patches.shape[1:] == (side, side):
+            return np.asarray(patches)
+        return np.stack([cv2.resize(np.asarray(p), (side, side), interpolation=self.interpolation)
+                         for p in patches])
+
+    def _batch(self, patches: np.ndarray) -> np.ndarray:
+        if self.network is None:
+            return np.asarray(self.descriptor.describe(np.asarray(patches)), dtype=np.float32)
+        x = torch.from_numpy(self._resize(patches).astype(np.float32) / 255.0)[:, None]
+        with torch.no_grad():
+            return self.network(x.to(self.device)).float().cpu().numpy()
+
+    def __call__(self, patches: np.ndarray, progress: tqdm | None = None) -> np.ndarray:
+        if patches.ndim != 3 or patches.dtype != np.uint8:
+            raise DescbenchError(f"patches must be uint8 (N, H, W), got {patches.dtype} {patches.shape}")
+        out = np.empty((len(patches), self.dim), dtype=np.float32)
+        for start in range(0, len(patches), self.batch_size):
+            batch = patches[start:start + self.batch_size]
+            desc = self._batch(batch)
+            if desc.shape != (len(batch), self.dim):
+                raise DescbenchError(
+                    f"descriptor {self.name!r} returned shape {desc.shape} for {len(batch)} patches; "
+                    f"its registration says dim={self.dim}")
+            if not np.all(np.isfinite(desc)):
+                raise DescbenchError(f"descriptor {self.name!r} produced NaN or Inf values")
+            out[start:start + len(batch)] = desc
+            if progress is not None:
+                progress.update(len(batch))
+        return out
+
+
+def make_extractor(descriptor: str | None = None, model: str | os.PathLike | None = None,
+                   **kwargs) -> Extractor:
+    """An extractor for a registered descriptor name or a trained model file (exactly one)."""
+    if (descriptor is None) == (model is None):
+        raise DescbenchError("give exactly one of --descriptor NAME or --model PATH")
+    if model is not None:
+        from descbench.models import load_model
+
+        network, desc, _ = load_model(model)
+        return Extractor(desc, network, **kwargs)
+    return Extractor(registry.get(descriptor), **kwargs)
+
+
+def describe_sequences(extractor: Extractor, sequences: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Descriptors of HPatches stacks: name -> uint8 (16, N, 65, 65) gives name -> float32 (16, N, dim)."""
+    total = sum(int(np.prod(s.shape[:2])) for s in sequences.values())
+    out = {}
+    with tqdm(total=total, desc=f"describe ({extractor.name})", unit="patch") as bar:
+        for name, stack in sequences.items():
+            out[name] = np.stack([extractor(np.asarray(stack[k]), bar) for k in range(stack.shape[0])])
+    return out
+
+
+def describe_patches(extractor: Extractor, patches: np.ndarray) -> np.ndarray:
+    with tqdm(total=len(patches), desc=f"describe ({extractor.name})", unit="patch") as bar:
+        return extractor(patches, bar)
+
+
+# ----------------------------------------------------------------------------------------------
+# descriptor files
+# ----------------------------------------------------------------------------------------------
+def _sniff_delimiter(path: Path) -> str:
+    with open(path) as f:
+        first = f.readline()
+    return ";" if ";" in first else ","
+
+
+def _read_table(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        arr = np.load(path)
+    else:
+        try:
+            arr = pd.read_csv(path, header=None, sep=_sniff_delimiter(path)).to_numpy(dtype=np.float32)
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise DescbenchError(f"cannot read descriptor file {path} ({exc})") from exc
+    if arr.ndim != 2:
+        raise DescbenchError(f"{path}: expected a 2-D table (patches x dims), got shape {arr.shape}")
+    if arr.shape[1] == 1:
+        raise DescbenchError(
+            f"{path} has a single column: the delimiter is probably wrong (use ',' or ';')")
+    return arr.astype(np.float32)
+
+
+def load_descriptor_dir(path: str | os.PathLike, expected_lengths: Mapping[str, int] | None = None
+                        ) -> dict[str, np.ndarray]:
+    """Read ``<path>/<seq>/<type>.csv|.npy`` for every sequence folder: name -> (16, N, dim).
+
+    ``expected_lengths`` (sequence -> number of patches) checks the files against the patch stacks.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DescbenchError(f"descriptor folder {path} does not exist")
+    seq_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not seq_dirs:
+        raise DescbenchError(f"{path} has no sequence folders (<seq>/<type>.csv)")
+    out = {}
+    for seq_dir in tqdm(seq_dirs, desc="read descriptors", unit="seq", leave=False):
+        tables = []
+        for image_type in IMAGE_TYPES:
+            candidates = [seq_dir / f"{image_type}.csv", seq_dir / f"{image_type}.npy"]
+            found = [c for c in candidates if c.is_file()]
+            if not found:
+                raise DescbenchError(f"missing descriptor file {candidates[0]} (or .npy); every sequence "
+                                     f"needs the 16 files {', '.join(IMAGE_TYPES)}")
+            tables.append(_read_table(found[0]))
+        shapes = {t.shape for t in tables}
+        if len(shapes) != 1:
+            raise DescbenchError(f"descriptor files in {seq_dir} disagree in shape: {sorted(shapes)}")
+        n = tables[0].shape[0]
+        if expected_lengths is not None:
+            if seq_dir.name not in expected_lengths:
+                log.warning("descriptor folder %s has no patch stack; it is ignored", seq_dir)
+                continue
+            if expected_lengths[seq_dir.name] != n:
+                raise DescbenchError(
+                    f"{seq_dir}: {n} descriptors per file but the sequence has "
+                    f"{expected_lengths[seq_dir.name]} patches; the descriptors come from other patches")
+        out[seq_dir.name] = np.stack(tables)
+    return out
+
+
+def write_descriptor_dir(path: str | os.PathLike, descriptors: Mapping[str, np.ndarray],
+                         fmt: str = "csv", delimiter: str = ",") -> None:
+    """Write the official layout ``<path>/<seq>/<type>.csv`` (or ``.npy``), one row per patch."""
+    if fmt not in ("csv", "npy"):
+        raise DescbenchError(f"unknown descriptor file format {fmt!r}; use csv or npy")
+    path = Path(path)
+    for name, stack in tqdm(descriptors.items(), desc="write descriptors", unit="seq"):
+        for image_type, table in zip(IMAGE_TYPES, stack):
+            target = path / name / f"{image_type}.{fmt}"
+            if fmt == "npy":
+                save_npy(target, np.asarray(table, dtype=np.float32))
+            else:
+                # %.9g round-trips float32 exactly
+                with atomic_path(target) as tmp:
+                    np.savetxt(tmp, table, delimiter=delimiter, fmt="%.9g")
+
