@@ -136,7 +136,8 @@ def _read_table(path: Path) -> np.ndarray:
         try:
             arr = pd.read_csv(path, header=None, sep=_sniff_delimiter(path)).to_numpy(dtype=np.float32)
         except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise DescbenchError(f"cannot read descriptor file {path} ({exc})") from exc
+            raise DescbenchError(f"cannot read descriptor file {path} ({exc}); it must hold numbers "
+                                 "separated by ',' or ';' (check the delimiter)") from exc
     if arr.ndim != 2:
         raise DescbenchError(f"{path}: expected a 2-D table (patches x dims), got shape {arr.shape}")
     if arr.shape[1] == 1:

@@ -1,0 +1,178 @@
+"""The training loop: kill-and-resume replays bit-identically, outputs follow the contract, every
+registered method learns on small generated data, and ``descbench train`` writes a loadable model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from descbench import cli, registry
+from descbench.data import mini
+from descbench.models import load_model
+from descbench.nets import L2NetFRN
+from descbench.train import loop
+from descbench.train.loop import METRIC_COLUMNS, StopTraining, train
+from descbench.train.recipe import Optimiser, Stage, TrainRecipe
+
+
+@pytest.fixture(scope="module")
+def ubc_like():
+    """A small UBC-like training set (300 3D points, 2-5 patches each) from the make-mini generator."""
+    data = mini.make_ubc_set("mini_liberty", seed=0, part=0, scale=0.5)
+    return data["patches"], data["labels"]
+
+
+TWO_STAGES = TrainRecipe(stages=(
+    Stage(name="a", loss="BalanceLoss", loss_kwargs={}, n_classes=8, n_per_class=3, epochs=2,
+          steps_per_epoch=2, optimiser=Optimiser(kind="adamw", lr=3e-3, schedule="one_cycle",
+                                                 weight_decay=0.1), augment="affine", teacher=True),
+    Stage(name="b", loss="AnnealingLoss", loss_kwargs={"threshold": -0.1}, n_classes=8,
+          n_per_class=2, epochs=1, steps_per_epoch=3,
+          optimiser=Optimiser(kind="adamw", lr=1e-3, schedule="flat_cos", pct_start=0.6,
+                              weight_decay=0.1), augment="affine"),
+))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ubc_like, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    result = train(TWO_STAGES, L2NetFRN, *ubc_like, out, seed=5, device="cpu", progress=False,
+                   checkpoint_every=100)
+    return out, result
+
+
+def test_kill_and_resume_ends_with_bit_identical_weights(ubc_like, uninterrupted, tmp_path):
+    whole_dir, whole = uninterrupted
+    # killed after step 5 (inside the second stage, whose optimiser is then 1 step old); the last
+    # checkpoint is step 3 (mid first stage, mid epoch), so the resume replays steps 4-7
+    with pytest.raises(StopTraining):
+        train(TWO_STAGES, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu", progress=False,
+              checkpoint_every=3, stop_after=5)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 3
+    resumed = train(TWO_STAGES, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu",
+                    progress=False, checkpoint_every=3, resume=True)
+    assert resumed.steps == whole.steps == 7
+    assert whole.state_dict.keys() == resumed.state_dict.keys()
+    for key, value in whole.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[key]), key
+    assert (tmp_path / "metrics.csv").read_text() == (whole_dir / "metrics.csv").read_text()
+    a, b = np.load(tmp_path / "diagnostics.npz"), np.load(whole_dir / "diagnostics.npz")
+    for name in ("steps", "hist_a", "hist_b", "hist_w"):
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_metrics_and_diagnostics_follow_the_contract(uninterrupted):
+    out, result = uninterrupted
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(METRIC_COLUMNS)
+    m = np.genfromtxt(out / "metrics.csv", delimiter=",", names=True)
+    np.testing.assert_array_equal(m["step"], np.arange(8))
+    np.testing.assert_array_equal(m["epoch"], [0, 1, 1, 2, 2, 3, 3, 3])
+    # validation FPR95 before training (step 0) and at each epoch end only
+    assert list(np.flatnonzero(~np.isnan(m["val_fpr95"]))) == [0, 2, 4, 7]
+    assert m["val_fpr95"][0] == pytest.approx(result.val_fpr95_before)
+    assert m["val_fpr95"][-1] == pytest.approx(result.val_fpr95_after)
+    # stage 1 logs the weights and the dynamic bound; the annealing stage its masked fraction
+    assert np.all((m["mean_w"][1:5] > 0) & (m["mean_w"][1:5] <= 1))
+    np.testing.assert_allclose(m["bound"][1:5], m["median_b"][1:5] + 1.05 * m["median_a"][1:5],
+                               rtol=1e-5)
+    assert np.all(np.isnan(m["masked_fraction"][1:5])) and not np.any(np.isnan(m["masked_fraction"][5:]))
+    np.testing.assert_allclose(m["bound"][5:], 4.25 / 2)
+    np.testing.assert_allclose(m["lr"][5], 1e-3)  # fresh flat-cos schedule of stage b
+    diag = np.load(out / "diagnostics.npz")
+    np.testing.assert_array_equal(diag["steps"], np.arange(1, 8))
+    assert diag["bin_edges"].shape == (loop.HIST_BINS + 1,)
+    for name in ("hist_a", "hist_b"):
+        assert diag[name].shape == (7, loop.HIST_BINS)
+        np.testing.assert_array_equal(diag[name].sum(axis=1), 8)  # one value per class
+    np.testing.assert_array_equal(diag["hist_w"].sum(axis=1), [8, 8, 8, 8, 0, 0, 0])
+
+
+def _short(recipe: TrainRecipe) -> TrainRecipe:
+    """The mini recipe cut further for the test budget: 16 classes, 2 epochs of 4 steps, and for the
+    annealing methods the first 3 cycles of 2 steps."""
+    stages = recipe.stages[:3] if len(recipe.stages) > 1 else recipe.stages
+    return dataclasses.replace(recipe, stages=tuple(
+        dataclasses.replace(s, n_classes=16, epochs=min(s.epochs, 2),
+                            steps_per_epoch=4 if len(stages) == 1 else 2) for s in stages))
+
+
+@pytest.fixture(scope="module")
+def stage1_models(ubc_like, tmp_path_factory):
+    """Trained (short) stage-1 models, which the annealing methods continue, and their untrained FPR95."""
+    models = {}
+    for name, desc in registry.all_descriptors().items():
+        if desc.learned and desc.init_from is None:
+            result = train(_short(desc.recipe.scale("mini")), desc.network, *ubc_like,
+                           tmp_path_factory.mktemp(name), seed=0, device="cpu", progress=False)
+            models[name] = result
+    return models
+
+
+LEARNED = sorted(name for name, d in registry.all_descriptors().items() if d.learned)
+
+
+@pytest.mark.parametrize("method", LEARNED)
+def test_every_method_lowers_validation_fpr95(method, ubc_like, stage1_models, tmp_path):
+    desc = registry.get(method)
+    if desc.init_from is None:
+        result = stage1_models[method]
+        untrained = result.val_fpr95_before
+    else:
+        start = stage1_models[desc.init_from]
+        result = train(_short(desc.recipe.scale("mini")), desc.network, *ubc_like, tmp_path, seed=0,
+                       device="cpu", init_state=start.state_dict, progress=False)
+        untrained = start.val_fpr95_before
+        assert result.val_fpr95_before == pytest.approx(start.val_fpr95_after)
+        changed = any(not torch.equal(v, start.state_dict[k]) for k, v in result.state_dict.items()
+                      if v.is_floating_point())
+        assert changed, "the annealing stage did not update the weights"
+    assert untrained > 0.1
+    assert result.val_fpr95_after < 0.75 * untrained, (result.val_fpr95_before, result.val_fpr95_after)
+
+
+def _prepared_set(root, name, patches, labels):
+    set_dir = root / "ubc" / name
+    set_dir.mkdir(parents=True)
+    np.save(set_dir / "patches.npy", patches)
+    np.save(set_dir / "labels.npy", labels.astype(np.int64))
+    np.save(set_dir / "pairs_100k.npy", np.zeros((0, 3), np.int64))
+
+
+def test_cli_train_writes_a_model_that_loads(ubc_like, tmp_path, capsys):
+    _prepared_set(tmp_path / "data", "toy", *ubc_like)
+    out = tmp_path / "run"
+    argv = ["train", "--method", "hardnet", "--train-set", "toy", "--seed", "1", "--data",
+            str(tmp_path / "data"), "--out", str(out), "--scale", "mini", "--no-progress"]
+    assert cli.main(argv) == 0
+    assert "validation FPR95" in capsys.readouterr().out
+    for name in ("model.pt", "metrics.csv", "diagnostics.npz", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    net, desc, meta = load_model(out / "model.pt")
+    assert desc.name == "hardnet"
+    assert meta["seed"] == 1 and meta["train_set"] == "toy" and meta["scale"] == "mini"
+    assert meta["recipe"]["stages"][0]["n_classes"] == 16
+    assert set(meta["versions"]) == {"torch", "numpy", "descbench"}
+    with torch.no_grad():
+        d = net(torch.rand(3, 1, 32, 32))
+    torch.testing.assert_close(d.norm(dim=1), torch.ones(3))
+    before = (out / "model.pt").read_bytes()
+    # without --resume an existing run is not overwritten; with it a finished run just re-saves
+    assert cli.main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main(argv + ["--resume"]) == 0
+    torch.testing.assert_close(load_model(out / "model.pt")[0].state_dict(), net.state_dict(),
+                               rtol=0, atol=0)
+    assert len(before) > 0
+
+
+def test_cli_refuses_a_continuation_without_its_start_model(ubc_like, tmp_path, capsys):
+    _prepared_set(tmp_path / "data", "toy", *ubc_like)
+    argv = ["train", "--method", "balanced", "--train-set", "toy", "--data", str(tmp_path / "data"),
+            "--out", str(tmp_path / "run"), "--scale", "mini"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--init-from" in err and "balanced-no-annealing" in err
