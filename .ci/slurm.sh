@@ -2,12 +2,18 @@
 # CI: a one-node SLURM cluster on 127.0.0.1 from Debian's packages, a slice of the mini DAG through
 # workflow/profiles/slurm, then the daemons stopped by PID. Run as root with the project's venv active
 # (snakemake-executor-plugin-slurm installed). No systemd: munged, slurmctld and slurmd are started by
-# hand, with a slurm.conf of their own under a temporary folder (SLURM_CONF), so /etc/slurm is untouched.
+# hand. The slurm.conf lives in a temporary folder and is linked to /etc/slurm/slurm.conf for the run
+# (job steps look for it there), then unlinked; an existing /etc/slurm/slurm.conf stops the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 WORK=$(mktemp -d /tmp/descbench-slurm.XXXXXX)
-export SLURM_CONF="$WORK/slurm.conf"
+SLURM_CONF_FILE="$WORK/slurm.conf"
+if [ -e /etc/slurm/slurm.conf ]; then
+    echo "/etc/slurm/slurm.conf exists: this script brings up its own one-node cluster; run it on a" \
+         "machine without a SLURM configuration" >&2
+    exit 1
+fi
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
@@ -17,13 +23,16 @@ fi
 
 PIDS=()
 stop_daemons() {
-    # stop what this script started, by PID, newest first
+    # stop what this script started, by PID, newest first; remove the configuration link
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         kill "${PIDS[i]}" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     done
+    if [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$SLURM_CONF_FILE" ]; then
+        rm -f /etc/slurm/slurm.conf
+    fi
 }
 trap stop_daemons EXIT
 
@@ -41,7 +50,7 @@ PIDS+=("$(cat /run/munge/munged.pid)")
 CPUS=$(nproc)
 MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
 mkdir -p "$WORK/state" "$WORK/spool"
-cat > "$SLURM_CONF" <<EOF
+cat > "$SLURM_CONF_FILE" <<EOF
 ClusterName=descbench-ci
 SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
@@ -66,11 +75,13 @@ SelectTypeParameters=CR_CPU_Memory
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
+mkdir -p /etc/slurm
+ln -s "$SLURM_CONF_FILE" /etc/slurm/slurm.conf
 
-slurmctld -f "$SLURM_CONF"
+slurmctld
 for _ in $(seq 100); do [ -s "$WORK/slurmctld.pid" ] && break; sleep 0.1; done
 PIDS+=("$(cat "$WORK/slurmctld.pid")")
-slurmd -f "$SLURM_CONF" -N localhost
+slurmd -N localhost
 for _ in $(seq 100); do [ -s "$WORK/slurmd.pid" ] && break; sleep 0.1; done
 PIDS+=("$(cat "$WORK/slurmd.pid")")
 for _ in $(seq 60); do
@@ -107,11 +118,15 @@ TARGETS=(
 )
 start=$(date +%s)
 snakemake -s "$REPO/Snakefile" --directory "$WORK/run" --configfile "$REPO/config/mini.yaml" \
-    --profile "$WORK/profile" "${TARGETS[@]}"
+    --profile "$WORK/profile" "${TARGETS[@]}" 2>&1 | tee "$WORK/snakemake.log"
 echo "SLURM slice finished in $(( $(date +%s) - start )) s"
 for target in "${TARGETS[@]}"; do
     python -c "import json, sys; s = json.load(open(sys.argv[1])); assert 0 <= s['fpr95'] <= 1, s" \
         "$WORK/run/$target"
 done
-jobs_run=$(ls "$WORK/run/.snakemake/slurm_logs" 2>/dev/null | wc -l)
-echo "SLURM slice OK: ${#TARGETS[@]} targets valid; rules submitted through sbatch: $jobs_run"
+submitted=$(grep -c "has been submitted with SLURM jobid" "$WORK/snakemake.log" || true)
+if [ "$submitted" -lt 5 ]; then
+    echo "expected the slice's jobs to go through sbatch, saw $submitted submissions" >&2
+    exit 1
+fi
+echo "SLURM slice OK: ${#TARGETS[@]} targets valid; $submitted jobs ran through sbatch"

@@ -195,3 +195,20 @@ def test_bad_descriptors_are_clear_errors(tmp_path):
         hp.matching(desc, ["v_z"], PY)
     with pytest.raises(DescbenchError, match="unknown convention"):
         hp.convention_for("octave")
+
+
+def test_decisions_below_float32_resolution_use_reference_distances():
+    from descbench.evaluate import distances as dist
+
+    a = np.array([[1.0, 0.0, 0.5]], np.float32)
+    # squared distances 9.0e-8 and 8.41e-8: indistinguishable next to |a|^2 = 1.25 in float32
+    b = np.array([[1.0, 3e-4, 0.5], [1.0 + 2.9e-4, 0.0, 0.5]], np.float32)
+    p = dist.ProxyIndex(b, "L2").proxies(a)
+    assert abs(float(p.values[0, 0]) - float(p.values[0, 1])) <= 2 * p.tol[0]
+    reference = dist.exact_rows(np.repeat(a, 2, axis=0), b, "L2")
+    nn, d = dist.nearest_neighbours(a, b, "L2")
+    assert nn[0] == int(np.argmin(reference)) and d[0] == reference.min()
+    # counting negatives closer than a positive placed between the two
+    pos_ref = np.array([[reference.min() ** 2 * 1.0000001, reference.max() ** 2 * 1.0000001]])
+    counts = dist.count_closer(p, a, b, "L2", pos_ref, np.sqrt(pos_ref), np.array([2]))
+    assert counts[0, :, 0].tolist() == [1, 2]

@@ -68,7 +68,7 @@ def expected_counts(cfg: dict) -> dict[str, int]:
 
 
 def test_paper_dry_run_lists_the_whole_dag_without_data(tmp_path):
-    result = snakemake(tmp_path)
+    result = snakemake(tmp_path, "--printshellcmds")
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = planned_jobs(result.stdout)
     counts = {rule: sum(1 for r, _ in jobs if r == rule) for rule, _ in jobs}
@@ -85,13 +85,10 @@ def test_paper_dry_run_lists_the_whole_dag_without_data(tmp_path):
     assert hp_sets == {PAPER["hpatches"]["train_set"]}
     # a model is never tested on its own train set
     assert all(w["train_set"] != w["test_set"] for r, w in jobs if r == "evaluate_ubc_model")
-
-
-def test_annealing_methods_take_the_stage1_model_as_input(tmp_path):
-    result = snakemake(tmp_path, "--printshellcmds", "--forceall",
-                       "results/models/liberty/balanced/seed1/model.pt")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "--init-from results/models/liberty/balanced-no-annealing/seed1/model.pt" in result.stdout
+    # the annealing stage continues from the shared stage-1 model
+    init = "--init-from results/models/liberty/balanced-no-annealing/seed1/model.pt"
+    assert "--method balanced --train-set liberty --seed 1" in result.stdout
+    assert sum(init in line for line in result.stdout.splitlines()) == 2  # balanced, fixed-hardness
 
 
 def test_mini_dry_run_generates_data_instead_of_downloading(tmp_path):

@@ -115,11 +115,6 @@ def describe_sequences(extractor: Extractor, sequences: Mapping[str, np.ndarray]
     return out
 
 
-def describe_patches(extractor: Extractor, patches: np.ndarray) -> np.ndarray:
-    with tqdm(total=len(patches), desc=f"describe ({extractor.name})", unit="patch") as bar:
-        return extractor(patches, bar)
-
-
 # ----------------------------------------------------------------------------------------------
 # descriptor files
 # ----------------------------------------------------------------------------------------------

@@ -254,11 +254,11 @@ def _read_csv(path: Path, columns: Sequence[str], split_name: str) -> pd.DataFra
 
 
 def _codes(values: Sequence[np.ndarray]) -> tuple[tuple[str, ...], list[np.ndarray]]:
-    names, inverse = np.unique(np.concatenate([np.asarray(v, dtype=str) for v in values]),
-                               return_inverse=True)
+    """Integer codes into one shared tuple of names for several string columns (hash-based)."""
+    codes, names = pd.factorize(np.concatenate([np.asarray(v, dtype=object) for v in values]))
     out, start = [], 0
     for v in values:
-        out.append(inverse[start:start + len(v)].astype(np.int64))
+        out.append(codes[start:start + len(v)].astype(np.int64))
         start += len(v)
     return tuple(str(n) for n in names), out
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from descbench.data.ubc import UBCSet
 from descbench.errors import DescbenchError
 from descbench.evaluate.distances import exact_rows
-from descbench.evaluate.extract import Extractor, describe_patches
+from descbench.evaluate.extract import Extractor
 from descbench.evaluate.fpr95 import fpr95
+
+_GATHER = 16384
 
 
 def pair_table(descriptors: np.ndarray, rows: np.ndarray, labels: np.ndarray, pairs: np.ndarray
@@ -36,7 +39,11 @@ def evaluate_ubc(extractor: Extractor, ubc_set: UBCSet, test_set: str,
     if used[0] < 0 or used[-1] >= len(ubc_set.patches):
         raise DescbenchError(f"UBC set {test_set}: pair patch ids exceed the {len(ubc_set.patches)} "
                              "patches; run `descbench prepare ubc` again")
-    descriptors = describe_patches(extractor, np.asarray(ubc_set.patches[used]))
+    descriptors = np.empty((len(used), extractor.dim), dtype=np.float32)
+    with tqdm(total=len(used), desc=f"describe ({extractor.name})", unit="patch") as bar:
+        for start in range(0, len(used), _GATHER):  # gather from the memory map chunk by chunk
+            ids = used[start:start + _GATHER]
+            descriptors[start:start + len(ids)] = extractor(np.asarray(ubc_set.patches[ids]), bar)
     rows = np.full(int(used[-1]) + 1, -1, dtype=np.int64)
     rows[used] = np.arange(len(used))
     table = pair_table(descriptors, rows, np.asarray(ubc_set.labels), pairs)

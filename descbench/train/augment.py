@@ -8,9 +8,9 @@ Here the whole chain is one sampling grid per patch: the crop box, the inverse a
 flip/transpose are composed into a single 2x3 matrix, and one ``F.affine_grid`` + ``F.grid_sample``
 call resamples the batch. Details:
 
-* The 64x64 patch is first shrunk to 32x32 with antialiased bilinear resizing (what PIL's Resize does);
-  the crop then maps the 32x32 image nearly 1:1, so resampling it bicubically does not alias, exactly as
-  the reference's bilinear down-sizing in RandomResizedCrop does not.
+* The 64x64 patch is first shrunk to 32x32 with antialiased bilinear resizing (``eval_patches``,
+  what PIL's Resize does); the crop then maps the 32x32 image nearly 1:1, so resampling it bicubically
+  does not alias, exactly as the reference's bilinear down-sizing in RandomResizedCrop does not.
 * Out-of-image samples repeat the border pixel (``padding_mode="border"``): the reference pads 3 edge
   pixels and fills beyond with 0; only the outermost corners of a rotated, barely zoomed patch reach
   that far.
@@ -29,21 +29,22 @@ import torch.nn.functional as F
 PATCH_SIDE = 32
 
 
-def to_float(patches: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1]."""
-    return patches.unsqueeze(1).to(torch.float32).div_(255.0)
-
-
-def resize(x: torch.Tensor, side: int = PATCH_SIDE) -> torch.Tensor:
-    """Bilinear, antialiased resize of float (B, 1, H, W) to (B, 1, side, side), like PIL's Resize."""
-    if x.shape[-1] == side and x.shape[-2] == side:
-        return x
-    return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-
-
 def eval_patches(patches: torch.Tensor, side: int = PATCH_SIDE) -> torch.Tensor:
-    """What the network sees at evaluation/validation: uint8 (B, 64, 64) -> float (B, 1, side, side)."""
-    return resize(to_float(patches), side)
+    """What the network sees at evaluation/validation: uint8 (B, H, W) -> float (B, 1, side, side).
+
+    PIL's Resize (bilinear, antialiased) then ToTensor: the resized values are rounded to uint8
+    levels, as PIL's are. On the CPU torch resizes uint8 directly (its PIL-compatible kernel, and 3x
+    faster than going through float); elsewhere in float, then rounded.
+    """
+    x = patches.unsqueeze(1)
+    if x.shape[-1] != side or x.shape[-2] != side:
+        if x.device.type == "cpu":
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
+                              antialias=True)
+        else:
+            x = F.interpolate(x.float(), size=(side, side), mode="bilinear", align_corners=False,
+                              antialias=True).round_().clamp_(0, 255)
+    return x.to(torch.float32).div_(255.0)
 
 
 @dataclass(frozen=True)
@@ -71,36 +72,28 @@ def sample_matrices(n_classes: int, n_per_class: int, in_side: int, generator: t
     has the same centre). Drawn on the CPU with ``generator``.
     """
     n = n_classes * n_per_class
-    u = torch.rand((n, 6), generator=generator, dtype=torch.float64)
+    u = torch.rand((n, 7), generator=generator, dtype=torch.float64)
     flips = torch.rand((n_classes, 2), generator=generator, dtype=torch.float64) < 0.5
 
     angle = torch.deg2rad((2 * u[:, 0] - 1) * params.degrees)
     scale = params.scale[0] + u[:, 1] * (params.scale[1] - params.scale[0])
-    shear = torch.deg2rad((2 * u[:, 2] - 1) * params.shear)
-    # forward affine (torchvision's convention: rotation and x-shear about the centre, then scale)
-    a = torch.cos(angle)
-    b = -torch.cos(angle) * torch.tan(shear) - torch.sin(angle)
-    c = torch.sin(angle)
-    d = -torch.sin(angle) * torch.tan(shear) + torch.cos(angle)
-    fwd = torch.stack([torch.stack([a, b], -1), torch.stack([c, d], -1)], -2) * scale[:, None, None]
-    inv = torch.linalg.inv(fwd)  # output pixel -> input pixel
+    tan_shear = torch.tan(torch.deg2rad((2 * u[:, 2] - 1) * params.shear))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # forward affine (torchvision's convention: rotation and x-shear about the centre, then scale):
+    # scale * [[cos, -cos tan - sin], [sin, -sin tan + cos]], determinant scale^2; its inverse maps an
+    # output pixel to the input pixel it samples
+    inv = torch.stack([torch.stack([-sin * tan_shear + cos, cos * tan_shear + sin], -1),
+                       torch.stack([-sin, cos], -1)], -2) / scale[:, None, None]
 
-    # random resized crop of the padded (in_side + 2 pad) image, box given by centre and half-sizes
+    # random resized crop of the padded (in_side + 2 pad) image: box centre (cx, cy), size (w, h)
     padded = in_side + 2 * params.pad
     area = (params.crop_scale[0] + u[:, 3] * (params.crop_scale[1] - params.crop_scale[0])) * padded ** 2
-    log_r = math.log(params.crop_ratio[0]) + u[:, 4] * (
-        math.log(params.crop_ratio[1]) - math.log(params.crop_ratio[0]))
-    ratio = torch.exp(log_r)
+    log_lo, log_hi = math.log(params.crop_ratio[0]), math.log(params.crop_ratio[1])
+    ratio = torch.exp(log_lo + u[:, 4] * (log_hi - log_lo))
     w = torch.sqrt(area * ratio).clamp(max=padded)
     h = torch.sqrt(area / ratio).clamp(max=padded)
-    v = torch.rand((n, 2), generator=generator, dtype=torch.float64)
-    cx = (2 * v[:, 0] - 1) * (padded - w) / 2
-    cy = (2 * v[:, 1] - 1) * (padded - h) / 2
-    crop = torch.zeros((n, 2, 3), dtype=torch.float64)  # output [-1,1] -> padded-centred pixels
-    crop[:, 0, 0] = w / 2
-    crop[:, 1, 1] = h / 2
-    crop[:, 0, 2] = cx
-    crop[:, 1, 2] = cy
+    cx = (2 * u[:, 5] - 1) * (padded - w) / 2
+    cy = (2 * u[:, 6] - 1) * (padded - h) / 2
 
     # per class: transpose (swap x, y) then horizontal flip, applied to the output coordinates
     flip_mat = torch.eye(2, dtype=torch.float64).repeat(n_classes, 1, 1)
@@ -110,11 +103,13 @@ def sample_matrices(n_classes: int, n_per_class: int, in_side: int, generator: t
         flip_mat[hflip, :, 0] = -flip_mat[hflip, :, 0]
     flip_mat = flip_mat.repeat_interleave(n_per_class, dim=0)
 
-    lin = inv @ crop[:, :, :2] @ flip_mat
-    trans = (inv @ crop[:, :, 2:]).squeeze(-1)
+    # output [-1, 1] -> crop box (padded-centred pixels) -> inverse affine -> input [-1, 1]
     half = in_side / 2
-    theta = torch.cat([lin, trans[:, :, None]], dim=2) / half
-    return theta.to(torch.float32)
+    crop_lin = flip_mat * torch.stack([w / 2, h / 2], -1)[:, :, None]
+    theta = torch.empty((n, 2, 3), dtype=torch.float64)
+    theta[:, :, :2] = inv @ crop_lin
+    theta[:, :, 2] = (inv @ torch.stack([cx, cy], -1)[:, :, None]).squeeze(-1)
+    return theta.div_(half).to(torch.float32)
 
 
 def augment(patches: torch.Tensor, n_per_class: int, generator: torch.Generator,
@@ -133,7 +128,7 @@ def augment(patches: torch.Tensor, n_per_class: int, generator: torch.Generator,
     if select is not None:
         theta = theta[select]
     n = patches.shape[0]
-    small = resize(to_float(patches), side)
+    small = eval_patches(patches, side)
     grid = F.affine_grid(theta.to(patches.device), [n, 1, side, side], align_corners=False)
     out = F.grid_sample(small, grid, mode="bicubic", padding_mode="border", align_corners=False)
     return out.clamp_(0.0, 1.0)

@@ -34,12 +34,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_path, write_text
 from descbench.train import augment as aug
+from descbench.train.losses import LossContext
 from descbench.train.recipe import Stage, TrainRecipe
 from descbench.train.sampler import BatchSampler, ClassIndex, split_validation
 
@@ -175,8 +175,12 @@ def build_optimiser(stage: Stage, net: nn.Module) -> torch.optim.Optimizer:
     opt = stage.optimiser
     params = [p for p in net.parameters() if p.requires_grad]
     if opt.kind == "adamw":
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
+        # fastai's wd_bn_bias=False: only convolution / linear weights decay (FRN/TLU/BN parameters
+        # have 4-D shapes, so the rule goes by module, not by shape)
+        layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+        decay_ids = {id(m.weight) for m in net.modules() if isinstance(m, layers)}
+        decay = [p for p in params if id(p) in decay_ids]
+        no_decay = [p for p in params if id(p) not in decay_ids]
         groups = [{"params": decay, "weight_decay": opt.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=opt.lr, betas=(opt.moms[0], opt.beta2), eps=opt.eps)
@@ -342,8 +346,7 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
         net.to(dev).train()
         if world > 1:
             _sync_batchnorm(net)
-        if world > 1:  # same initial weights on every rank, own dropout masks per rank
-            torch.manual_seed(seed * 1000 + rank)
+            torch.manual_seed(seed * 1000 + rank)  # same initial weights, own dropout masks per rank
         generator = torch.Generator().manual_seed(seed + 1)
 
         step, rows, diag, opt_state, opt_stage = 0, [], {"steps": [], "a": [], "b": [], "w": []}, None, -1
@@ -438,8 +441,6 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
                     out = net(x_local)
                 net.train()
                 return _gather_no_grad(out) if world > 1 else out
-
-            from descbench.train.losses import LossContext
 
             out = loss_fn(desc, y, LossContext(teacher=teacher if stage.teacher else None,
                                                raw_desc=raw))

@@ -138,10 +138,6 @@ class TrainRecipe:
     def total_steps(self) -> int:
         return sum(s.total_steps for s in self.stages)
 
-    @property
-    def total_epochs(self) -> int:
-        return sum(s.epochs for s in self.stages)
-
     def scale(self, name: str) -> "TrainRecipe":
         """This recipe at scale ``name``: ``paper`` (itself) or ``mini`` (see module docstring)."""
         if name == "paper":

@@ -14,16 +14,10 @@ def train_inputs(wildcards):
     return inputs
 
 
-def train_flags(wildcards, input):
-    """--init-from for continuing methods; --resume when a killed run left a checkpoint."""
-    flags = []
+def init_flag(wildcards, input):
+    """--init-from for methods that continue another method's model."""
     parent_model = getattr(input, "init", None)
-    if parent_model is not None:
-        flags += ["--init-from", parent_model]
-    checkpoint_file = Path(MODEL.format(**wildcards)) / "checkpoint.pt"
-    if checkpoint_file.is_file():
-        flags.append("--resume")
-    return " ".join(flags)
+    return f"--init-from {parent_model}" if parent_model is not None else ""
 
 
 rule train:
@@ -37,7 +31,7 @@ rule train:
         f"{RESULTS}/benchmarks/train/{{train_set}}/{{method}}/seed{{seed}}.tsv"
     params:
         out=lambda wildcards: MODEL.format(**wildcards),
-        flags=train_flags,
+        init=init_flag,
         scale=config["scale"],
         device=config["device"],
     threads: config["threads"]["train"]
@@ -46,4 +40,9 @@ rule train:
     shell:
         "descbench train --method {wildcards.method} --train-set {wildcards.train_set}"
         " --seed {wildcards.seed} --data {DATA} --out {params.out} --scale {params.scale}"
-        " --device {params.device} --no-progress {params.flags} > {log} 2>&1"
+        " --device {params.device} --no-progress {params.init}"
+        # A run killed mid-training left OUT/checkpoint.pt: continue from it. Decided when the job
+        # starts (not in params, so it never changes what Snakemake recorded); the checkpoint of a
+        # finished run is removed, so a job re-run for new inputs starts afresh.
+        " $([ -f {params.out}/checkpoint.pt ] && echo --resume)"
+        " > {log} 2>&1 && rm -f {params.out}/checkpoint.pt"
