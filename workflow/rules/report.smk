@@ -60,7 +60,7 @@ rule report:
     output:
         [reported(str(p), "Tables") for p in layout.table_files(RESULTS)],
         [reported(str(p), "Figures") for p in layout.figure_files(RESULTS)],
-        reported(f"{RESULTS}/{layout.TESTS_CSV}", "Statistics"),
+        reported(f"{RESULTS}/{layout.TESTS_CSV}", "Significance tests"),
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
