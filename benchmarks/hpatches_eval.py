@@ -14,6 +14,10 @@ writes the descriptors as CSV, runs the official python code on the same task fi
 ``HPATCHES_BENCHMARK_PYTHON``, default this interpreter; it needs numpy < 2.4 and pandas >= 1 with
 ``.as_matrix()`` replaced by ``.values``, PROTOCOLS.md §0), times it, compares every number and
 prints the speed-up. The official code is never imported by descbench itself.
+
+Matching is bound by BLAS products (about 7e11 flops). On a shared, oversubscribed machine OpenBLAS
+threads spin-wait for each other and multi-threaded products get several times slower than one
+thread; there, run with ``--threads 1`` (or export ``OPENBLAS_NUM_THREADS=1`` for ``descbench``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python benchmarks/mini_workflow.py                      # clean run on 2 cores, in a temp folder
     python benchmarks/mini_workflow.py --interrupt-after 8  # kill the run after 8 finished jobs,
-                                                            # restart it, check nothing finished reran
+                                                            # unlock, restart, check nothing finished reran
 
 The run uses the repository's Snakefile and config/mini.yaml in a fresh working directory, so data and
 results land there (not in the repository). Afterwards it checks that every table, figure and the
@@ -169,6 +169,9 @@ def main() -> int:
     interrupted_s, finished, mtimes = 0.0, set(), {}
     if args.interrupt_after:
         interrupted_s, finished, mtimes = run_interrupted(workdir, args.cores, args.interrupt_after)
+        # a killed snakemake leaves its lock behind: release it, as a user would after a crash
+        subprocess.run(snakemake_command(workdir, args.cores) + ["--unlock"], check=True,
+                       capture_output=True, env=run_env())
 
     start = time.perf_counter()
     result = subprocess.run(snakemake_command(workdir, args.cores), capture_output=True, text=True,

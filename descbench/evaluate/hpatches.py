@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -160,6 +161,11 @@ class HPatchesDescriptors:
         return self.offsets[k] + idx
 
 
+def _workers() -> int:
+    """Threads for the verification gathers: the CPUs this process may use, at most 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
 def _image(t: np.ndarray, level: str) -> np.ndarray:
     """Image type index of task-file image numbers t (0 = ref, k = k-th target of ``level``)."""
     return np.where(t == 0, 0, LEVEL_BASE[level] + t)
@@ -196,11 +202,16 @@ def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple]
         i1 = first[group[0]][order]
         sorted_second = {k: second[k][order] for k in group}
         d = {k: np.empty(len(order), dtype=np.float64) for k in group}
-        for start in range(0, len(order), _CHUNK):
+
+        def chunk(start: int, i1=i1, sorted_second=sorted_second, d=d, group=group) -> None:
             sl = slice(start, start + _CHUNK)
             a = np.take(flat, i1[sl], axis=0)
             for k in group:
                 d[k][sl] = dist.paired(a, np.take(flat, sorted_second[k][sl], axis=0), metric)
+
+        # numpy releases the GIL in take/subtract/einsum, so chunks run in parallel threads
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            list(pool.map(chunk, range(0, len(order), _CHUNK)))
         for k in group:
             out[k] = np.empty(len(order), dtype=np.float64)
             out[k][order] = d[k]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +145,3 @@ class Results:
         path = _need(layout.model_dir(self.root, train_set, method, seed) / "diagnostics.npz", "train")
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-
-    @cached_property
-    def first_seed(self) -> int:
-        return self.cfg.seeds[0]
