@@ -16,18 +16,16 @@ import descbench.nets as nets
 SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
-    from torch import nn
     from descbench.nets import L2NetBN
     from descbench.train.loop import train
     from descbench.train.recipe import Optimiser, Stage, TrainRecipe
 
     def network():
-        net = L2NetBN(dropout=0.0)  # dropout masks are drawn per process; switch them off to compare
-        return net
+        return L2NetBN(dropout=0.0)  # dropout masks are drawn per process; switch them off to compare
 
     recipe = TrainRecipe(stages=(Stage(
         name="s", loss="BalanceLoss", loss_kwargs={}, n_classes=8, n_per_class=3, epochs=1,
-        steps_per_epoch=2, optimiser=Optimiser(kind="sgd", lr=0.2, schedule="constant", momentum=0.9),
+        steps_per_epoch=1, optimiser=Optimiser(kind="sgd", lr=0.2, schedule="constant", momentum=0.9),
         augment="affine", teacher=True),))
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(80), 3)
@@ -59,17 +57,21 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     with torch.random.fork_rng():
         torch.manual_seed(3)
         init = nets.L2NetBN(dropout=0.0).state_dict()
-    # float32 rounding differs between the two (per-rank convolutions, synchronised BatchNorm); with
-    # near-identical positives the sphere distances amplify it, hence the noisy patches above and a
-    # bound relative to the update size
+    # one step: the global batch's loss, the gradients through the gathered descriptors and the
+    # synchronised BatchNorm, the averaged update and the running statistics must all agree. (Over
+    # several steps float32 rounding differences - per-rank convolutions, the synchronised BatchNorm -
+    # can flip a near-tied hardest negative and the runs drift apart, so more steps test less.)
     for key in one:
-        if one[key].is_floating_point() and key.endswith("weight"):
+        if key.endswith("weight"):
             update = float((one[key] - init[key]).abs().max())
             assert update > 1e-3, key
             assert float((two[key] - one[key]).abs().max()) < 0.01 * update, key
-        elif not one[key].is_floating_point():
+        elif one[key].is_floating_point():  # running mean / variance
+            assert not torch.equal(one[key], init[key]), key
+            torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+        else:
             assert torch.equal(two[key], one[key]), key
     m1 = np.genfromtxt(tmp_path / "one" / "metrics.csv", delimiter=",", names=True)
     m2 = np.genfromtxt(tmp_path / "two" / "metrics.csv", delimiter=",", names=True)
-    np.testing.assert_allclose(m2["loss"][1], m1["loss"][1], rtol=1e-5)  # same first batch, weights
-    np.testing.assert_allclose(m2["loss"][1:], m1["loss"][1:], rtol=1e-3)
+    np.testing.assert_allclose(m2["loss"][1], m1["loss"][1], rtol=1e-5)
+    np.testing.assert_allclose(m2["mean_w"][1], m1["mean_w"][1], rtol=1e-5)  # teacher on all ranks
