@@ -27,7 +27,7 @@ RECIPE = TrainRecipe(
 
 
 def network() -> L2NetFRN:
-    return L2NetFRN(dim=128, dropout=0.3)
+    return L2NetFRN(dim=128, dropout=0.3, init="pytorch")  # HyNet keeps PyTorch's default init
 
 
 DESCRIPTORS = [

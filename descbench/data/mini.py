@@ -73,7 +73,9 @@ UBC_VIEWS = (2, 5)
 UBC_VIEW = {"shift": 0.05, "rotation": math.pi / 10, "log2_scale": 0.2, "log2_anisotropy": 0.15,
             "perspective": 0.4, "blur": 1.3, "log2_gamma": 0.4, "gain": 0.3, "bias": 15.0, "noise": 5.0}
 UBC_MATCHES = 2000  # -> m50_4000_4000_0.txt; a quarter-size m50_1000_1000_0.txt is written too
-HPATCHES_PATCHES = (150, 400)  # N per sequence drawn from this range (capped by the usable detections)
+# N per sequence drawn from this range (capped by the usable detections); small, so that extracting a
+# learned model's descriptors on a CPU takes seconds
+HPATCHES_PATCHES = (80, 160)
 TASK_PAIRS = 20000
 TASK_QUERIES = 300
 TASK_DISTRACTORS = 600

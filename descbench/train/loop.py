@@ -427,6 +427,16 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
                                       n_total=len(idx), select=mine)
             y = torch.from_numpy(batch_labels).to(dev)
 
+            teacher_desc = None
+            if stage.teacher:
+                # the self-teacher runs first, as in Self-TNet: eval mode sees BatchNorm running
+                # statistics from before this batch
+                net.eval()
+                with torch.no_grad():
+                    teacher_local = net(x_local)
+                net.train()
+                teacher_desc = _gather_no_grad(teacher_local) if world > 1 else teacher_local
+
             raw = None
             if stage.raw_desc:
                 desc_local, raw_local = net(x_local, return_raw=True)
@@ -435,15 +445,8 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
                 desc_local = net(x_local)
             desc = _gather_with_grad(desc_local) if world > 1 else desc_local
 
-            def teacher(x_local=x_local) -> torch.Tensor:
-                net.eval()
-                with torch.no_grad():
-                    out = net(x_local)
-                net.train()
-                return _gather_no_grad(out) if world > 1 else out
-
-            out = loss_fn(desc, y, LossContext(teacher=teacher if stage.teacher else None,
-                                               raw_desc=raw))
+            out = loss_fn(desc, y, LossContext(
+                teacher=(lambda: teacher_desc) if teacher_desc is not None else None, raw_desc=raw))
             optimiser.zero_grad(set_to_none=True)
             out.loss.backward()
             if world > 1:
