@@ -103,9 +103,10 @@ def _short(recipe: TrainRecipe, steps_per_epoch: int = 4) -> TrainRecipe:
 
 def _steps_per_epoch(desc) -> int:
     """Networks with BatchNorm after every convolution validate (eval mode, running statistics)
-    well only after ~24 steps; the FRN networks after 8."""
+    well only after ~24 steps; the FRN networks after ~12 (the self-teacher runs before the student, so
+    its eval-mode statistics lag one batch behind)."""
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in desc.network().modules())
-    return 12 if n_bn > 1 else 4
+    return 12 if n_bn > 1 else 6
 
 
 def _prepared_set(root, name, patches, labels):
