@@ -3,7 +3,8 @@
 * ``hpatches_summary``: per task, a bar per descriptor (mean over levels) with Easy/Hard/Tough markers;
 * ``training_curves``: training loss per step and validation FPR95 per epoch (metrics.csv);
 * ``difficulty``: histograms of a, b and w over training (diagnostics.npz) of the reference method
-  and its ablations, showing how the difficulty distribution moves.
+  and its ablations, each after the stage it continues from, showing how the difficulty
+  distribution moves.
 """
 
 from __future__ import annotations
@@ -89,9 +90,23 @@ def training_curves(builder: "ReportBuilder") -> plt.Figure:
     return fig
 
 
+def with_stages(methods: list[str]) -> list[str]:
+    """Each method preceded by the methods it continues from (its stage 1), each listed once."""
+    from descbench import registry
+
+    known = registry.all_descriptors()
+    ordered: list[str] = []
+    for method in methods:
+        chain = [method]
+        while chain[0] in known and (parent := known[chain[0]].init_from) and parent not in chain:
+            chain.insert(0, parent)
+        ordered += [m for m in chain if m not in ordered]
+    return ordered
+
+
 def difficulty(builder: "ReportBuilder") -> plt.Figure:
     cfg = builder.cfg
-    methods = [cfg.reference] + cfg.variants
+    methods = with_stages([cfg.reference] + cfg.variants)
     seed, train_set = cfg.seeds[0], cfg.hp_train_set
     quantities = (("hist_a", "a (positive distance)"), ("hist_b", "b (hardest negative)"),
                   ("hist_w", "w (self-teacher weight)"))
@@ -113,7 +128,7 @@ def difficulty(builder: "ReportBuilder") -> plt.Figure:
             if row == 0:
                 ax.set_title(label)
             if col == 0:
-                ax.set_ylabel(f"{method}\nvalue")
+                ax.set_ylabel(f"{method}\nvalue", fontsize=7)
             if row == len(methods) - 1:
                 ax.set_xlabel("step")
     fig.suptitle(f"Difficulty distributions over training ({train_set}, seed {seed}; "
