@@ -10,17 +10,11 @@ from __future__ import annotations
 
 from descbench.nets import L2NetFRN
 from descbench.registry import Descriptor
-from descbench.train.recipe import Optimiser, Stage, TrainRecipe
-
-LIBERTY_BATCHES_PER_EPOCH = 450092 // 1024
+from descbench.train.recipe import TrainRecipe, hynet_trainer_stage
 
 RECIPE = TrainRecipe(
-    stages=(Stage(
-        name="hynet", loss="HyNetLoss", loss_kwargs={"margin": 1.2, "alpha": 2.0, "l2_weight": 0.1},
-        n_classes=512, n_per_class=2, epochs=200, steps_per_epoch=LIBERTY_BATCHES_PER_EPOCH,
-        optimiser=Optimiser(kind="adam", lr=1e-2, schedule="constant", moms=(0.9, 0.9, 0.9),
-                            beta2=0.999, eps=1e-8),
-        augment="flip", raw_desc=True),),
+    stages=(hynet_trainer_stage("hynet", "HyNetLoss", {"margin": 1.2, "alpha": 2.0, "l2_weight": 0.1},
+                                raw_desc=True),),
     notes="yuruntian/HyNet train.py defaults",
     sources=("github.com/yuruntian/HyNet",),
 )

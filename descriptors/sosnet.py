@@ -11,17 +11,10 @@ from __future__ import annotations
 
 from descbench.nets import L2NetBN
 from descbench.registry import Descriptor
-from descbench.train.recipe import Optimiser, Stage, TrainRecipe
-
-LIBERTY_BATCHES_PER_EPOCH = 450092 // 1024
+from descbench.train.recipe import TrainRecipe, hynet_trainer_stage
 
 RECIPE = TrainRecipe(
-    stages=(Stage(
-        name="sosnet", loss="SOSNetLoss", loss_kwargs={"margin": 1.0, "knn": 8, "so_weight": 1.0},
-        n_classes=512, n_per_class=2, epochs=200, steps_per_epoch=LIBERTY_BATCHES_PER_EPOCH,
-        optimiser=Optimiser(kind="adam", lr=1e-2, schedule="constant", moms=(0.9, 0.9, 0.9),
-                            beta2=0.999, eps=1e-8),
-        augment="flip"),),
+    stages=(hynet_trainer_stage("sosnet", "SOSNetLoss", {"margin": 1.0, "knn": 8, "so_weight": 1.0}),),
     notes="yuruntian/HyNet train.py with desc_name=SOSNet",
     sources=("github.com/yuruntian/HyNet", "github.com/scape-research/SOSNet"),
 )

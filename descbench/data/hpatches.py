@@ -10,7 +10,6 @@ Prepared layout: ``DATA/hpatches/<seq>.npy`` uint8 (16, N, 65, 65) in ``IMAGE_TY
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -20,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from descbench.errors import DescbenchError
-from descbench.fileio import atomic_dir
+from descbench.fileio import atomic_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +111,6 @@ def _check_tasks(tasks_dir: Path, sequences: list[str]) -> list[Path]:
     return [splits_path] + sorted(tasks_dir.glob("*.csv"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_hpatches(data_root: str | Path) -> dict:
     """Convert the PNG release + task files into ``DATA/hpatches/``; returns the meta.json summary.
 
@@ -147,7 +138,7 @@ def prepare_hpatches(data_root: str | Path) -> dict:
             "n_viewpoint": sum(n.startswith("v_") for n in names),
             "n_patches": sum(counts.values()),
             "sequences": counts,
-            "task_files": {path.name: _sha256(path) for path in task_files},
+            "task_files": {path.name: sha256_file(path) for path in task_files},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta

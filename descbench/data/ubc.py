@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from descbench.errors import DescbenchError
-from descbench.fileio import atomic_dir
+from descbench.fileio import atomic_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +186,6 @@ def _check_length(set_name: str, info_path: Path, n_patches: int, tiles: list[Pa
         )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_ubc(data_root: str | Path, set_name: str) -> dict:
     """Convert ``DATA/raw/ubc/<set>/`` into ``DATA/ubc/<set>/{patches,labels,pairs_100k}.npy`` + meta.json.
 
@@ -257,8 +249,8 @@ def prepare_ubc(data_root: str | Path, set_name: str) -> dict:
             "n_nonmatches": int(len(pairs) - is_match.sum()),
             "pair_label_mismatches": label_mismatches,
             "sha256": {
-                "info.txt": _sha256(info_path),
-                pairs_path.name: _sha256(pairs_path),
+                "info.txt": sha256_file(info_path),
+                pairs_path.name: sha256_file(pairs_path),
                 "tiles": tiles_digest.hexdigest(),
             },
         }

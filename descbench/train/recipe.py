@@ -163,6 +163,21 @@ def _mini_stage(stage: Stage) -> Stage:
     return replace(stage, epochs=epochs, steps_per_epoch=steps, n_classes=classes, optimiser=optimiser)
 
 
+# --- the HyNet authors' train.py (yuruntian/HyNet), which trains both SOSNet's and HyNet's losses ----------
+
+LIBERTY_PAIR_BATCHES = 450092 // 1024  # its "epoch": one pass of Liberty's patch count in 1024-patch batches
+
+
+def hynet_trainer_stage(name: str, loss: str, loss_kwargs: dict[str, Any], **stage_kwargs: Any) -> Stage:
+    """512 pairs per batch, 200 epochs, Adam lr 0.01 (constant), flip/rotation augmentation."""
+    return Stage(
+        name=name, loss=loss, loss_kwargs=loss_kwargs, n_classes=512, n_per_class=2, epochs=200,
+        steps_per_epoch=LIBERTY_PAIR_BATCHES,
+        optimiser=Optimiser(kind="adam", lr=1e-2, schedule="constant", moms=(0.9, 0.9, 0.9),
+                            beta2=0.999, eps=1e-8),
+        augment="flip", **stage_kwargs)
+
+
 # --- shared paper recipes of the balanced method (METHOD.md §2-§5) --------------------------------
 
 def balance_stage(**loss_kwargs: Any) -> Stage:
