@@ -1,5 +1,5 @@
-"""Batched augmentation: shapes, determinism, class-wise flip/transpose, parameter ranges; the
-evaluation resize matches PIL's bilinear Resize."""
+"""Batched augmentation: shapes, determinism, class-wise flip/transpose, parameter ranges, blocking on
+the CPU; the evaluation resize matches PIL's bilinear Resize."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def batch():
         smooth = torch.nn.functional.avg_pool2d(smooth, 9, 1, 4, count_include_pad=False)
     smooth = (smooth - smooth.amin((2, 3), keepdim=True)) / (smooth.amax((2, 3), keepdim=True) - smooth.amin((2, 3), keepdim=True))
     return (smooth[:, 0] * 255).to(torch.uint8)  # 8 classes x 3 patches
+
+
+def _area_halved(x: torch.Tensor) -> torch.Tensor:
+    """What the chain resamples: the 2x2 block means, in [0, 1]."""
+    return torch.nn.functional.avg_pool2d(x.unsqueeze(1).double(), 2).float() / 255
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -70,8 +75,30 @@ def test_flip_and_transpose_are_identical_for_all_patches_of_a_class(batch):
 
 def test_without_randomness_the_chain_is_the_plain_resize(batch):
     still = dataclasses.replace(aug.FLIP_ONLY, flip_transpose=False)
+    assert not still.resamples and aug.AugmentParams().resamples
     out = aug.augment(batch, 3, torch.Generator().manual_seed(0), still)
     torch.testing.assert_close(out, aug.eval_patches(batch), atol=1e-5, rtol=0)
+
+
+def test_the_resampling_chain_starts_from_the_area_halving_close_to_the_plain_resize(batch):
+    halved = aug._area_halve(batch) / (4 * 255)
+    torch.testing.assert_close(halved, _area_halved(batch)[:, 0], atol=1e-6, rtol=0)
+    # the training input does not look different from the evaluation one (PIL bilinear)
+    assert float((halved - aug.eval_patches(batch)[:, 0]).abs().mean()) < 2 / 255
+
+
+def test_cpu_blocks_do_not_change_the_result(batch, monkeypatch):
+    whole = aug.augment(batch, 3, torch.Generator().manual_seed(6))
+    monkeypatch.setattr(aug, "CPU_BLOCK", 5)  # blocks cut through classes, last one partial
+    torch.testing.assert_close(aug.augment(batch, 3, torch.Generator().manual_seed(6)), whole,
+                               atol=0, rtol=0)
+
+
+def test_a_process_share_equals_its_rows_of_the_whole_batch(batch):
+    whole = aug.augment(batch, 3, torch.Generator().manual_seed(7))
+    share = aug.augment(batch[6:12], 3, torch.Generator().manual_seed(7), n_total=24,
+                        select=slice(6, 12))
+    torch.testing.assert_close(share, whole[6:12], atol=0, rtol=0)
 
 
 def test_sampled_geometry_stays_in_the_reference_ranges():

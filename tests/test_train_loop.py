@@ -4,6 +4,7 @@ registered method learns on small generated data, and ``descbench train`` writes
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from descbench import cli, registry
 from descbench.data import mini
+from descbench.errors import DescbenchError
 from descbench.models import load_model
 from descbench.nets import L2NetFRN
 from descbench.train import loop
@@ -62,6 +64,29 @@ def test_kill_and_resume_ends_with_bit_identical_weights(ubc_like, uninterrupted
     a, b = np.load(tmp_path / "diagnostics.npz"), np.load(whole_dir / "diagnostics.npz")
     for name in ("steps", "hist_a", "hist_b", "hist_w"):
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(ubc_like, tmp_path):
+    patches, labels = ubc_like
+    with pytest.raises(StopTraining):
+        train(TWO_STAGES, L2NetFRN, patches, labels, tmp_path, seed=5, device="cpu", progress=False,
+              checkpoint_every=1, stop_after=1)
+    ckpt = tmp_path / "checkpoint.pt"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        start = L2NetFRN().state_dict()
+    for kwargs, differs in (({"labels": labels + 1}, "train labels"),
+                            ({"init_state": start}, "start weights"),
+                            ({"seed": 6}, "seed"),
+                            ({"identity": {"train set": "liberty"}}, "train set")):
+        args = {"labels": labels, "seed": 5, **kwargs}
+        with pytest.raises(DescbenchError) as err:
+            train(TWO_STAGES, L2NetFRN, patches, args.pop("labels"), tmp_path, device="cpu",
+                  progress=False, resume=True, **args)
+        message = str(err.value)
+        assert str(ckpt) in message and f"{differs}: checkpoint" in message, message
+        assert message.count(": checkpoint") == 1, message  # only what differs is named
+    assert torch.load(ckpt, weights_only=True)["step"] == 1  # refused runs leave it alone
 
 
 def test_metrics_and_diagnostics_follow_the_contract(uninterrupted):
@@ -185,6 +210,19 @@ def test_cli_train_writes_a_model_that_loads(cli_hardnet, capsys):
     assert "validation FPR95" in capsys.readouterr().out
     torch.testing.assert_close(load_model(out / "model.pt")[0].state_dict(), net.state_dict(),
                                rtol=0, atol=0)
+
+
+def test_cli_resume_refuses_another_train_set(cli_hardnet, ubc_like, capsys):
+    out, argv = cli_hardnet
+    data = Path(argv[argv.index("--data") + 1])
+    patches, labels = ubc_like
+    _prepared_set(data, "toy_other", patches, labels + 10_000)
+    other = list(argv)
+    other[other.index("--train-set") + 1] = "toy_other"
+    assert cli.main(other + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(out / "checkpoint.pt") in err
+    assert "train set: checkpoint toy, this run toy_other" in err and "train labels" in err
 
 
 def test_cli_refuses_a_continuation_without_its_start_model(ubc_like, tmp_path, capsys):

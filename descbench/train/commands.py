@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from descbench import registry
     from descbench.data.ubc import load_ubc
     from descbench.errors import DescbenchError
+    from descbench.fileio import sha256_file
     from descbench.models import load_model, save_model
     from descbench.train.loop import train
 
@@ -86,9 +87,14 @@ def run(args: argparse.Namespace) -> int:
         raise DescbenchError(f"{args.method!r} trains from scratch; drop --init-from")
 
     data = load_ubc(args.data, args.train_set)
+    # --resume refuses a checkpoint of another run; these name the differences in the user's terms
+    identity = {"method": args.method, "scale": args.scale, "train set": args.train_set,
+                "--init-from": "none" if not args.init_from
+                else f"sha256 {sha256_file(args.init_from)}"}
     result = train(recipe, desc.network, data.patches, np.asarray(data.labels), out, args.seed,
                    device=args.device, init_state=init_state, resume=args.resume,
-                   checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+                   checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                   identity=identity)
     if result.rank != 0:
         return 0
     meta = {

@@ -23,6 +23,7 @@ gradients are averaged over ranks, so N processes compute what one process compu
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import math
@@ -49,7 +50,7 @@ METRIC_COLUMNS = ("step", "epoch", "loss", "lr", "median_a", "median_b", "bound"
                   "masked_fraction", "val_fpr95")
 HIST_BINS = 50
 HIST_EDGES = np.linspace(0.0, 2.0, HIST_BINS + 1)  # distances on the unit sphere; w in [0, 1]
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the run identity (train labels, start weights) is stored
 EVAL_CHUNK = 1024
 
 
@@ -283,6 +284,48 @@ def _stage_of(recipe: TrainRecipe, step: int) -> tuple[int, int, int]:
     raise IndexError(step)
 
 
+def _sha256_tensors(state: dict[str, torch.Tensor]) -> str:
+    """Digest of a state dict's names and raw bytes (the start weights of a continued run)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def run_identity(recipe: TrainRecipe, seed: int, labels: np.ndarray,
+                 init_state: dict[str, torch.Tensor] | None,
+                 extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What a checkpoint must share with the run that resumes it: recipe, seed, the training labels
+    (their digest: hashing the patches would read GBs), the start weights, and ``extra`` (the
+    caller's names for them, e.g. the train set and the ``--init-from`` file's SHA-256)."""
+    labels = np.ascontiguousarray(labels)
+    identity = {
+        "recipe": repr(recipe.to_json()),
+        "seed": str(seed),
+        "train labels": f"{len(labels)} labels, sha256 {hashlib.sha256(labels.tobytes()).hexdigest()}",
+        "start weights": "random (seeded)" if init_state is None
+        else f"sha256 {_sha256_tensors(init_state)}",
+    }
+    identity.update(extra or {})
+    return identity
+
+
+def _check_same_run(ckpt_path: Path, stored: dict[str, str], current: dict[str, str]) -> None:
+    differ = [key for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
+    if differ:
+        details = "; ".join(f"{key}: checkpoint {_abbrev(stored.get(key))}, this run "
+                            f"{_abbrev(current.get(key))}" for key in differ)
+        raise DescbenchError(f"{ckpt_path} belongs to a different run ({details}); resume with the "
+                             "same settings, or remove it / train into another --out directory")
+
+
+def _abbrev(value: str | None, limit: int = 80) -> str:
+    if value is None:
+        return "(not recorded)"
+    return value if len(value) <= limit else value[:limit - 3] + "..."
+
+
 def _read(patches: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``patches[idx]`` read in sorted order (kinder to a memory map), returned in ``idx`` order."""
     order = np.argsort(idx, kind="stable")
@@ -301,18 +344,21 @@ def train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches
           labels: np.ndarray, out_dir: str | os.PathLike, seed: int, device: str = "auto",
           init_state: dict[str, torch.Tensor] | None = None, resume: bool = False,
           checkpoint_every: int = 500, diagnostics_every: int | None = None,
-          stop_after: int | None = None, progress: bool = True) -> TrainResult:
+          stop_after: int | None = None, progress: bool = True,
+          identity: dict[str, str] | None = None) -> TrainResult:
     """Train ``network_factory()`` on the training set (patches uint8 (N,64,64), labels (N,)).
 
     Writes ``out_dir``/{metrics.csv, diagnostics.npz, checkpoint.pt}; returns the final weights (the
     last step of the fixed schedule) and the validation FPR95 before and after training. Under
-    torchrun it joins (and finally leaves) the process group; only rank 0 writes files.
+    torchrun it joins (and finally leaves) the process group; only rank 0 writes files. ``resume``
+    refuses a checkpoint whose ``run_identity`` (``identity`` adds the caller's entries) differs.
     """
     dev = resolve_device(device)
     joined = init_distributed(dev)
     try:
         return _train(recipe, network_factory, patches, labels, Path(out_dir), seed, dev, init_state,
-                      resume, checkpoint_every, diagnostics_every, stop_after, progress)
+                      resume, checkpoint_every, diagnostics_every, stop_after, progress,
+                      run_identity(recipe, seed, labels, init_state, identity))
     finally:
         if joined:
             torch.distributed.destroy_process_group()
@@ -321,7 +367,8 @@ def train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches
 def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches: np.ndarray,
            labels: np.ndarray, out_dir: Path, seed: int, dev: torch.device,
            init_state: dict[str, torch.Tensor] | None, resume: bool, checkpoint_every: int,
-           diagnostics_every: int | None, stop_after: int | None, progress: bool) -> TrainResult:
+           diagnostics_every: int | None, stop_after: int | None, progress: bool,
+           identity: dict[str, str]) -> TrainResult:
     rank, world = _dist()
     ckpt_path = out_dir / "checkpoint.pt"
     total = recipe.total_steps
@@ -353,10 +400,11 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
         val_before = math.nan
         if resume and ckpt_path.is_file():
             ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ck.get("version") != CHECKPOINT_VERSION or ck["recipe"] != repr(recipe.to_json()) \
-                    or ck["seed"] != seed:
-                raise DescbenchError(f"{ckpt_path} was written by a different recipe, seed or version; "
-                                     "remove it or train into another --out directory")
+            if ck.get("version") != CHECKPOINT_VERSION:
+                raise DescbenchError(f"{ckpt_path} has checkpoint format {ck.get('version')!r}, this "
+                                     f"descbench writes {CHECKPOINT_VERSION}; remove it or train into "
+                                     "another --out directory")
+            _check_same_run(ckpt_path, ck["identity"], identity)
             net.load_state_dict(ck["model"])
             step, rows, diag = ck["step"], ck["rows"], ck["diagnostics"]
             opt_state, opt_stage = ck["optimizer"], ck["optimizer_stage"]
@@ -390,7 +438,7 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
             if rank != 0:
                 return
             payload = {
-                "version": CHECKPOINT_VERSION, "recipe": repr(recipe.to_json()), "seed": seed,
+                "version": CHECKPOINT_VERSION, "identity": identity,
                 "step": step, "model": net.state_dict(),
                 "optimizer": optimiser.state_dict() if optimiser is not None else None,
                 "optimizer_stage": stage_idx, "scheduler": {"stage": stage_idx, "step": step},
