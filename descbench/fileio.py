@@ -1,5 +1,5 @@
-"""Atomic file output: every produced file is written to a temporary name and renamed into place,
-so a crash never leaves a half-written file that looks finished."""
+"""File output and checksums. Every produced file is written to a temporary name and renamed into
+place, so a crash never leaves a half-written file that looks finished."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+_READ_BYTES = 1 << 20
 
 
 def _umask() -> int:
@@ -67,18 +71,37 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """A table as pandas writes it without the index, with ``\n`` line ends on every platform."""
+    write_text(path, frame.to_csv(index=False, lineterminator="\n"))
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
 
 
+def file_digests(path: str | os.PathLike, algorithms: Iterable[str]) -> dict[str, str]:
+    """Hex digests of ``path`` for every algorithm (md5, sha1, sha256, git-blob), in one read."""
+    path = Path(path)
+    size = path.stat().st_size
+    hashers = {}
+    for algorithm in set(algorithms):
+        if algorithm == "git-blob":
+            hashers[algorithm] = hashlib.sha1(b"blob %d\0" % size)
+        else:
+            hashers[algorithm] = hashlib.new(algorithm)
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
+                                     desc=f"verify {path.name}", leave=False) as bar:
+        while chunk := f.read(_READ_BYTES):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+            bar.update(len(chunk))
+    return {algorithm: hasher.hexdigest() for algorithm, hasher in hashers.items()}
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digests(path, ("sha256",))["sha256"]
 
 
 def _json_default(obj: Any) -> Any:

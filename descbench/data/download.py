@@ -29,7 +29,7 @@ import urllib.parse
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import requests
 import urllib3
@@ -39,7 +39,7 @@ from descbench import __version__
 from descbench.data.sources import (TEST_PAIRS_FILE, Checksum, HPatchesSource, Mirror, RemoteFile,
                                     TaskFilesSource, UBCSetSource)
 from descbench.errors import DescbenchError
-from descbench.fileio import atomic_dir, atomic_path, write_json
+from descbench.fileio import atomic_dir, atomic_path, file_digests, write_json
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +87,6 @@ class DatasetResult:
 
 
 # --------------------------------------------------------------------------------------------- checksums
-
-def file_digests(path: Path, algorithms: Iterable[str]) -> dict[str, str]:
-    """Hex digests of ``path`` for every algorithm (md5, sha1, sha256, git-blob), in one read."""
-    size = path.stat().st_size
-    hashers = {}
-    for algorithm in set(algorithms):
-        if algorithm == "git-blob":
-            hashers[algorithm] = hashlib.sha1(b"blob %d\0" % size)
-        else:
-            hashers[algorithm] = hashlib.new(algorithm)
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
-                                     desc=f"verify {path.name}", leave=False) as bar:
-        while chunk := f.read(_READ_BYTES):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-            bar.update(len(chunk))
-    return {algorithm: hasher.hexdigest() for algorithm, hasher in hashers.items()}
-
 
 @dataclass(frozen=True)
 class _Verified:

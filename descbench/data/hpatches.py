@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from descbench.errors import DescbenchError
-from descbench.fileio import atomic_dir, sha256_file
+from descbench.fileio import atomic_dir, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def prepare_hpatches(data_root: str | Path) -> dict:
             "sequences": counts,
             "task_files": {path.name: sha256_file(path) for path in task_files},
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_json(tmp / "meta.json", meta)
     return meta
 
 

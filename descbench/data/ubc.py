@@ -24,7 +24,6 @@ non-matches), required for the published sets. Any other set (e.g. the generated
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import warnings
@@ -35,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from descbench.errors import DescbenchError
-from descbench.fileio import atomic_dir, sha256_file
+from descbench.fileio import atomic_dir, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +253,7 @@ def prepare_ubc(data_root: str | Path, set_name: str) -> dict:
                 "tiles": tiles_digest.hexdigest(),
             },
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_json(tmp / "meta.json", meta)
     return meta
 
 

@@ -51,14 +51,14 @@ def _default_out(kind: str, args: argparse.Namespace, what: str) -> Path:
 def _evaluate_ubc(args: argparse.Namespace) -> int:
     from descbench.data.ubc import load_ubc
     from descbench.evaluate.ubc import evaluate_ubc
-    from descbench.fileio import write_json, write_text
+    from descbench.fileio import write_csv, write_json
 
     extractor = _extractor(args)
     table, summary = evaluate_ubc(extractor, load_ubc(args.data, args.test_set), args.test_set,
                                   args.convention)
     summary["descriptor"] = _source_name(args, extractor)
     out = args.out or _default_out("ubc", args, args.test_set)
-    write_text(out / "pairs.csv", table.to_csv(index=False, lineterminator="\n"))
+    write_csv(out / "pairs.csv", table)
     write_json(out / "summary.json", summary)
     print(f"UBC {args.test_set}: FPR95 = {100 * summary['fpr95']:.2f} % "
           f"({summary['descriptor']}, {args.convention} convention, {summary['n_pairs']} pairs) -> {out}")

@@ -49,7 +49,7 @@ from descbench.evaluate import distances as dist
 from descbench.evaluate import tasks as taskfiles
 from descbench.evaluate.ranking import (average_precision, negatives_before_positives, roc_auc,
                                         stable_rank)
-from descbench.fileio import write_json, write_text
+from descbench.fileio import write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name:
 def write_results(out_dir: str | os.PathLike, results: Mapping[str, pd.DataFrame], summary: dict) -> None:
     out_dir = Path(out_dir)
     for task, frame in results.items():
-        write_text(out_dir / f"{task}.csv", frame.to_csv(index=False, lineterminator="\n"))
+        write_csv(out_dir / f"{task}.csv", frame)
     write_json(out_dir / "summary.json", summary)
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from descbench.errors import DescbenchError
-from descbench.fileio import write_text
+from descbench.fileio import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,6 @@ def get_split(splits: Mapping[str, dict], name: str, origin: str = "splits.json"
 # ----------------------------------------------------------------------------------------------
 # generation
 # ----------------------------------------------------------------------------------------------
-def _csv_text(columns: Sequence[str], data: Sequence[np.ndarray]) -> str:
-    """CSV text as pandas ``to_csv(index=False)`` writes these columns (header, ``\\n`` line ends)."""
-    frame = pd.DataFrame({c: d for c, d in zip(columns, data)})
-    return frame.to_csv(index=False, lineterminator="\n")
-
-
 def _lengths(refs: Mapping[str, np.ndarray], test: Sequence[str], split_name: str) -> np.ndarray:
     missing = [s for s in test if s not in refs]
     if missing:
@@ -199,11 +193,10 @@ def write_task_files(out_dir: str | os.PathLike, refs: Mapping[str, np.ndarray],
         lengths = _lengths(refs, test, name)
         log.info("task files for split %s: %d test sequences", name, len(test))
         for kind, columns in generate_verification(test, lengths, int(n_pairs)).items():
-            write_text(verif_path(out_dir, kind, name), _csv_text(VERIF_COLUMNS, columns))
+            write_csv(verif_path(out_dir, kind, name), pd.DataFrame(dict(zip(VERIF_COLUMNS, columns))))
         queries, distractors = generate_retrieval(refs, test, lengths, int(n_queries), int(n_distractors))
-        write_text(queries_path(out_dir, name), queries.to_csv(index=False, lineterminator="\n"))
-        write_text(distractors_path(out_dir, name),
-                   distractors.to_csv(index=False, lineterminator="\n"))
+        write_csv(queries_path(out_dir, name), queries)
+        write_csv(distractors_path(out_dir, name), distractors)
 
 
 # ----------------------------------------------------------------------------------------------

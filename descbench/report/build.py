@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from descbench.errors import DescbenchError
-from descbench.fileio import write_text
+from descbench.fileio import write_csv
 from descbench.report import figures, layout, stats
 from descbench.report.scores import ReportConfig, Results
 from descbench.report.tables import Table, mean_sd, write_table
@@ -405,7 +405,7 @@ def build_report(cfg_dict: dict[str, Any], results_dir: str | Path, out_dir: str
     for table, name in ((ubc, "ubc_fpr95"), (hp, "hpatches"), (ablations, "ablations")):
         written += write_table(table, out_dir / "tables", name)
     tests_path = out_dir / layout.TESTS_CSV
-    write_text(tests_path, builder.tests.frame().to_csv(index=False))
+    write_csv(tests_path, builder.tests.frame())
     written.append(tests_path)
     log.info("figures")
     written += figures.write_all(builder, out_dir / "figures")
