@@ -265,12 +265,9 @@ def _metrics_csv(rows: list[list[float]]) -> str:
 
 def _write_outputs(out_dir: Path, rows: list[list[float]], diag: dict[str, list]) -> None:
     write_text(out_dir / "metrics.csv", _metrics_csv(rows))
-    empty = np.zeros((0, HIST_BINS), np.int64)
+    hists = {f"hist_{k}": np.asarray(diag[k], np.int64).reshape(-1, HIST_BINS) for k in ("a", "b", "w")}
     with atomic_path(out_dir / "diagnostics.npz", suffix=".npz") as tmp:
-        np.savez(tmp, steps=np.asarray(diag["steps"], np.int64), bin_edges=HIST_EDGES,
-                 hist_a=np.asarray(diag["a"], np.int64).reshape(-1, HIST_BINS) if diag["a"] else empty,
-                 hist_b=np.asarray(diag["b"], np.int64).reshape(-1, HIST_BINS) if diag["b"] else empty,
-                 hist_w=np.asarray(diag["w"], np.int64).reshape(-1, HIST_BINS) if diag["w"] else empty)
+        np.savez(tmp, steps=np.asarray(diag["steps"], np.int64), bin_edges=HIST_EDGES, **hists)
 
 
 def _stage_of(recipe: TrainRecipe, step: int) -> tuple[int, int, int]:
