@@ -1,14 +1,20 @@
-"""The two L2-Net backbones of the benchmark: BatchNorm (HardNet, SOSNet) and FRN+TLU (HyNet, balanced).
+"""The three L2-Net backbones of the benchmark: BatchNorm (HardNet), FRN+TLU (HyNet, balanced) and
+SOSNet's released network.
 
-Both follow the L2-Net topology (six 3x3 convolutions 32-32-64-64-128-128, strides 1-1-2-1-2-1, then
+All follow the L2-Net topology (six 3x3 convolutions 32-32-64-64-128-128, strides 1-1-2-1-2-1, then
 dropout and an 8x8 convolution to ``dim`` channels with a parameter-free BatchNorm) and share the
 kornia-compatible contract: float input (B, 1, 32, 32) in [0, 1] -> L2-normalised (B, dim).
 Layer choices follow DagnyT/hardnet (``HardNet``), yuruntian/HyNet (``HyNet``) and zonszer/Self-TNet
-(``SDGMNet_128``, layer-for-layer HyNet's network) as summarised in shared/METHOD.md section 5. Convolutions
-are initialised orthogonally (gain 0.6, biases 0.01) as HardNet's and Self-TNet's ``weights_init``; HyNet's
-code has no ``weights_init`` and keeps PyTorch's default initialisation (``init="pytorch"``).
-Cross-checked against those three models (weights copied, float64, train and eval mode): see the
-regression test in tests/test_nets.py.
+(``SDGMNet_128``, layer-for-layer HyNet's network) as summarised in shared/METHOD.md section 5.
+``SOSNet32x32`` is the network of yuruntian/SOSNet ``codes/sosnet_model.py`` (InstanceNorm on the input,
+BatchNorm with eps 1e-5, dropout 0.1, LocalResponseNorm as the L2 normalisation) with the same module
+names, so a state_dict with the key set of the released ``sosnet_32x32_*.pth`` files (``layers.*``,
+shared/PRETRAINED.md section 4) loads with ``strict=True``.
+Convolutions are initialised orthogonally (gain 0.6, biases 0.01) as HardNet's and Self-TNet's
+``weights_init``; HyNet's and SOSNet's code have no ``weights_init`` and keep PyTorch's default
+initialisation (``init="pytorch"``).
+Cross-checked against those models (weights copied, float64, train and eval mode): see the regression
+tests in tests/test_nets.py.
 """
 
 from __future__ import annotations
@@ -114,7 +120,7 @@ def _head(dim: int, dropout: float) -> list[nn.Module]:
 
 
 class L2NetBN(nn.Module):
-    """HardNet / SOSNet backbone: L2-Net with BatchNorm (affine=False), ReLU, no conv biases.
+    """HardNet backbone: L2-Net with BatchNorm (affine=False), ReLU, no conv biases.
 
     Each patch is standardised to zero mean and unit std inside ``forward`` (statistics detached, as in
     HardNet's ``input_norm``), so inputs in [0, 1] and [0, 255] give the same descriptor.
@@ -181,4 +187,52 @@ class L2NetFRN(nn.Module):
         _check_input(x)
         raw = self.features(x).flatten(1)
         desc = l2_normalise(raw)
+        return (desc, raw) if return_raw else desc
+
+
+SOSNET_BN_EPS = 1e-5  # eps of SOSNet's InstanceNorm and BatchNorms (eps_fea_norm)
+SOSNET_DESC_EPS = 1e-10  # added to the descriptor before SOSNet's LocalResponseNorm (eps_l2_norm)
+
+
+class SOSNet32x32(nn.Module):
+    """SOSNet's released network (yuruntian/SOSNet ``codes/sosnet_model.py``, ``SOSNet32x32``).
+
+    ``layers``: InstanceNorm2d(1) on the input (per-patch mean / biased std, eps 1e-5, so the input
+    range does not matter up to eps), then the six L2-Net convolutions without bias, each followed by
+    BatchNorm2d(affine=False, eps 1e-5) and ReLU, then dropout, the 8x8 convolution without bias and
+    BatchNorm2d(dim, affine=False, eps 1e-5). Convolutions sit at ``layers.{1,4,7,10,13,16,20}`` and
+    BatchNorms at ``layers.{2,5,8,11,14,17,21}``, the indices of the released state_dicts.
+    ``desc_norm``: LocalResponseNorm(2 dim, alpha=2 dim, beta=0.5, k=0) of ``raw + 1e-10``, which
+    spans every channel and so divides by the L2 norm. No parameters besides the convolution weights;
+    ``init="pytorch"`` (default) keeps PyTorch's initialisation as the authors' code does.
+    The released models are evaluated in eval mode (BatchNorm running statistics).
+    """
+
+    def __init__(self, dim: int = 128, dropout: float = 0.1, *,
+                 generator: torch.Generator | None = None, init: str = "pytorch") -> None:
+        super().__init__()
+        self.dim = dim
+        layers: list[nn.Module] = [nn.InstanceNorm2d(1, affine=False, eps=SOSNET_BN_EPS)]
+        for c_in, c_out, stride in L2NET_CONVS:
+            layers += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c_out, affine=False, eps=SOSNET_BN_EPS),
+                nn.ReLU(),
+            ]
+        layers += [
+            nn.Dropout(dropout),
+            nn.Conv2d(128, dim, kernel_size=8, bias=False),
+            nn.BatchNorm2d(dim, affine=False, eps=SOSNET_BN_EPS),
+        ]
+        self.layers = nn.Sequential(*layers)
+        self.desc_norm = nn.Sequential(nn.LocalResponseNorm(2 * dim, alpha=2 * dim, beta=0.5, k=0))
+        _init_convs(self, generator, init)
+
+    def forward(self, x: Tensor, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, 1, 32, 32) -> (B, dim) unit descriptors; with ``return_raw`` also the pre-norm ones
+        (the final BatchNorm's output)."""
+        _check_input(x)
+        raw = self.layers(x)
+        desc = self.desc_norm(raw + SOSNET_DESC_EPS).flatten(1)
+        raw = raw.flatten(1)
         return (desc, raw) if return_raw else desc

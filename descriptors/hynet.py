@@ -2,8 +2,10 @@
 alpha 2) plus the descriptor-norm regulariser (weight 0.1).
 
 Recipe from the authors' yuruntian/HyNet ``train.py`` defaults: 512 classes x 2 patches per batch, one
-epoch = every patch once (Liberty: 450,092 // 1024 = 439 batches), 200 epochs, Adam lr 0.01 without
-scheduler, dropout 0.3, random flip/rotation augmentation (``flag_dataAug``).
+epoch = int(#patches / 1024) batches of the training set (Liberty 439, Notre Dame 457, Yosemite 618;
+utils.py:121), 200 epochs, Adam lr 0.01 without scheduler, dropout 0.3; patches resized 64->32 with
+``cv2.resize`` (INTER_LINEAR, utils.py:36) and, per pair, rotated by 90/180/270 degrees with p 0.5, then
+flipped upside down with p 0.5 (``data_aug``, utils.py:368-391).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ RECIPE = TrainRecipe(
                                 raw_desc=True),),
     notes="yuruntian/HyNet train.py defaults",
     sources=("github.com/yuruntian/HyNet",),
+    resize="cv2",
 )
 
 

@@ -429,3 +429,216 @@ def test_losses_match_official_code_on_seeded_batch(name):
         assert regimes == {"zero", "ramp", "one"}
     if name == "annealing":
         assert 0.0 < out.masked_fraction < 1.0
+
+
+# ---------------------------------------------------------------- ragged class-major batches
+# Self-TNet's sampler (sampler.RaggedBatchSampler) gives classes of 2 or 3 entries, a single-patch class
+# as the same patch twice. Expected picks: per class the farthest pair of distinct entries, and the
+# nearest (entry of the class, entry of another class) pair with near-duplicates (<= 0.008) ranked after
+# every other pair, as the official masks do (zonszer/Self-TNet Learning/losses.py
+# tripletMargin_generalized_ExpTeacher: is_pos, dm.le(0.008), row max/min then the class's best row).
+
+def labels_of_sizes(sizes, values=None) -> torch.Tensor:
+    values = list(range(len(sizes))) if values is None else values
+    return torch.tensor([v for v, n in zip(values, sizes) for _ in range(n)])
+
+
+def mining_distance(x, y) -> float:
+    return math.sqrt(abs(2.0 - 2.0 * sum(u * v for u, v in zip(x, y))) + EPS)
+
+
+def brute_force_mining(desc: torch.Tensor, sizes):
+    """Per class, in plain python: (pos pair, its mining distance, neg pair, its penalised rank)."""
+    rows = desc.tolist()
+    n = len(rows)
+    out, start = [], 0
+    for size in sizes:
+        members = range(start, start + size)
+        others = [j for j in range(n) if not start <= j < start + size]
+        d = {(i, j): mining_distance(rows[i], rows[j]) for i in members for j in range(n)}
+        rank = {ij: v + (10.0 if v <= 0.008 else 0.0) for ij, v in d.items()}
+        pos = max(((i, j) for i in members for j in members if i != j), key=d.__getitem__)
+        neg = min(((i, j) for i in members for j in others), key=rank.__getitem__)
+        out.append((pos, d[pos], neg, rank[neg]))
+        start += size
+    return out
+
+
+def official_style_mining(desc: torch.Tensor, labels: torch.Tensor):
+    """The official mask-based mining (re-derived, not copied): one row per class in sorted-label order,
+    (pos row, pos col, neg row, neg col)."""
+    dm = torch.sqrt(torch.abs(2.0 * (1.0 - desc @ desc.T)) + EPS)
+    same = (labels[:, None] == labels[None, :]).to(dm.dtype)
+    huge = 1e5
+    row_pos, row_pos_col = (same * dm).max(dim=1)
+    # same-class entries carry the mask twice (is_pos and the initial used_neg_dist = is_pos)
+    row_neg, row_neg_col = (2 * huge * same + huge * (dm <= 0.008).to(dm.dtype) + dm).min(dim=1)
+    member = labels[None, :] == torch.unique(labels)[:, None]
+    pos_row = (row_pos[None, :] * member.to(dm.dtype)).max(dim=1).indices
+    neg_row = (row_neg[None, :] + huge * (~member).to(dm.dtype)).min(dim=1).indices
+    return pos_row, row_pos_col[pos_row], neg_row, row_neg_col[neg_row]
+
+
+def nudge(x: torch.Tensor, gen: torch.Generator, chord_len: float) -> torch.Tensor:
+    """A unit vector about ``chord_len`` from the unit vector ``x``."""
+    step = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    step -= (step @ x) * x
+    return torch.nn.functional.normalize(x + chord_len * step / step.norm(), dim=0)
+
+
+# sizes: classes 1 and 4 are single patches sampled twice; labels unsorted
+RAGGED_SIZES = (3, 2, 3, 2, 2, 3, 3, 2, 3)
+RAGGED_VALUES = (40, 7, 13, 2, 99, 5, 61, 30, 8)
+
+
+def ragged_batch(dtype=torch.float64, seed: int = 21):
+    """(desc, labels, canonical index of each entry): twice-classes are exact copies; entry 13 is a
+    near-duplicate (chord 0.003) of entry 1, entry 9's copies are near-duplicates of entry 20, and
+    entries 6 / 16 are 0.02 apart (a valid, very hard negative)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(RAGGED_SIZES)
+    desc = torch.nn.functional.normalize(torch.randn(n, 6, generator=gen, dtype=dtype), dim=1)
+    starts = [sum(RAGGED_SIZES[:c]) for c in range(len(RAGGED_SIZES))]
+    canon = list(range(n))
+    for c in (1, 4):
+        desc[starts[c] + 1] = desc[starts[c]]
+        canon[starts[c] + 1] = starts[c]
+    desc[13] = nudge(desc[1], gen, 0.003)  # class 5 vs class 0
+    desc[20] = nudge(desc[9], gen, 0.004)  # class 7's second entry vs class 4 (both copies)
+    desc[16] = nudge(desc[6], gen, 0.02)  # class 6 vs class 2: above the threshold
+    return desc, labels_of_sizes(RAGGED_SIZES, RAGGED_VALUES), canon
+
+
+def test_ragged_miner_matches_brute_force_per_class():
+    desc, labels, canon = ragged_batch()
+    pairs = mining.hardest_per_class(desc, labels)
+    expected = brute_force_mining(desc, RAGGED_SIZES)
+    rows = desc.tolist()
+    start = 0
+    for c, (size, (pos, pos_d, neg, neg_rank)) in enumerate(zip(RAGGED_SIZES, expected)):
+        pi, pj, ni, nj = (int(t[c]) for t in (pairs.pos_i, pairs.pos_j, pairs.neg_i, pairs.neg_j))
+        inside = range(start, start + size)
+        assert pi in inside and pj in inside and pi != pj
+        assert ni in inside and nj not in inside
+        assert mining_distance(rows[pi], rows[pj]) == pytest.approx(pos_d, abs=1e-12)
+        d_neg = mining_distance(rows[ni], rows[nj])
+        assert d_neg + (10.0 if d_neg <= 0.008 else 0.0) == pytest.approx(neg_rank, abs=1e-12)
+        assert {canon[pi], canon[pj]} == {canon[pos[0]], canon[pos[1]]}
+        assert (canon[ni], canon[nj]) == (canon[neg[0]], canon[neg[1]])
+        start += size
+    a, b = pairs.distances(desc)
+    assert a[1].item() == 0.0 and a[4].item() == 0.0  # a patch sampled twice: its copies
+    # the near-duplicates are skipped, the 0.02 pair is used (both directions)
+    assert (int(pairs.neg_i[0]), int(pairs.neg_j[0])) != (1, 13) and int(pairs.neg_j[5]) != 1
+    assert int(pairs.neg_j[4]) != 20 and int(pairs.neg_j[7]) not in (9, 10)
+    assert (int(pairs.neg_i[2]), int(pairs.neg_j[2])) == (6, 16)
+    assert (int(pairs.neg_i[6]), int(pairs.neg_j[6])) == (16, 6)
+    assert b[2].item() == pytest.approx(0.02, rel=1e-3)
+    raw = mining.hardest_per_class(desc, labels, min_neg_dist=0.0)  # unfiltered: the near-duplicate wins
+    assert (int(raw.neg_i[0]), int(raw.neg_j[0])) == (1, 13)
+
+
+def test_ragged_miner_matches_official_masks():
+    desc, labels, canon = ragged_batch(seed=22)
+    pairs = mining.hardest_per_class(desc, labels)
+    pos_r, pos_c, neg_r, neg_c = official_style_mining(desc, labels)
+    by_label = sorted(range(len(RAGGED_VALUES)), key=RAGGED_VALUES.__getitem__)  # official class order
+    for row, c in enumerate(by_label):
+        if RAGGED_SIZES[c] == 2 and c in (1, 4):  # twice: the official row max may be the diagonal
+            assert mining.pair_distance(desc[pos_r[row]][None], desc[pos_c[row]][None]).item() == 0.0
+        else:
+            assert {int(pairs.pos_i[c]), int(pairs.pos_j[c])} == {int(pos_r[row]), int(pos_c[row])}
+        assert (canon[int(pairs.neg_i[c])], canon[int(pairs.neg_j[c])]) == \
+            (canon[int(neg_r[row])], canon[int(neg_c[row])])
+
+
+def test_ragged_miner_takes_the_nearest_near_duplicate_when_nothing_else_is_left():
+    # two classes whose every cross pair is a near-duplicate: the nearest one is still a negative
+    gen = torch.Generator().manual_seed(4)
+    x = torch.nn.functional.normalize(torch.randn(4, generator=gen, dtype=torch.float64), dim=0)
+    desc = torch.stack([x, nudge(x, gen, 0.001), nudge(x, gen, 0.006), nudge(x, gen, 0.002),
+                        nudge(x, gen, 0.0015)])
+    pairs = mining.hardest_per_class(desc, labels_of_sizes((3, 2)))
+    expected = brute_force_mining(desc, (3, 2))
+    for c, (_, _, neg, _) in enumerate(expected):
+        assert (int(pairs.neg_i[c]), int(pairs.neg_j[c])) == neg
+    assert (int(pairs.neg_i[0]), int(pairs.neg_j[0])) == (0, 4)  # 0.0015 apart: the nearest cross pair
+
+
+@pytest.mark.parametrize("p", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_general_miner_is_bit_identical_to_the_k_by_p_miner(p, dtype):
+    gen = torch.Generator().manual_seed(10 * p)
+    k = 64
+    desc = torch.nn.functional.normalize(torch.randn(k * p, 16, generator=gen, dtype=dtype), dim=1)
+    desc[1] = desc[0]  # duplicates and near-duplicates, within and across classes
+    desc[p + 1] = nudge(desc[5 * p], gen, 0.004)
+    desc[3 * p] = nudge(desc[3 * p + 1], gen, 0.001)
+    labels = (torch.randperm(k, generator=gen) * 7)[class_labels(k, p)]  # arbitrary distinct values
+    blocks = mining.class_blocks(labels)
+    assert blocks.uniform and blocks.max_size == p
+    fast = mining.hardest_per_class(desc, labels)
+    general = mining._mine_blocks(desc, blocks, mining.MIN_NEG_DIST)
+    for name in ("pos_i", "pos_j", "neg_i", "neg_j"):
+        assert torch.equal(getattr(fast, name), getattr(general, name)), name
+
+
+def test_class_blocks_of_ragged_and_bad_batches():
+    blocks = mining.class_blocks(labels_of_sizes(RAGGED_SIZES, RAGGED_VALUES))
+    assert blocks.n_classes == 9 and not blocks.uniform and blocks.max_size == 3
+    assert blocks.size.tolist() == list(RAGGED_SIZES)
+    assert blocks.start.tolist() == [sum(RAGGED_SIZES[:c]) for c in range(9)]
+    with pytest.raises(DescbenchError, match="K x P"):
+        mining.class_layout(labels_of_sizes((2, 3, 2)))
+    for bad in (torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 0, 1, 1, 1, 0, 0]), torch.tensor([4])):
+        with pytest.raises(DescbenchError):
+            mining.class_blocks(bad)
+    with pytest.raises(DescbenchError):
+        mining.hardest_per_class(torch.randn(3, 4), torch.tensor([1, 1, 1]))  # one class: no negatives
+
+
+@pytest.mark.parametrize("loss", [losses.HardNetLoss(), losses.SOSNetLoss(), losses.HyNetLoss(l2_weight=0)])
+def test_pairwise_losses_reject_ragged_batches(loss):
+    with pytest.raises(DescbenchError):
+        loss(unit(0, 10, 20, 90, 100), labels_of_sizes((3, 2)), LossContext())
+
+
+def test_balance_and_annealing_losses_on_a_ragged_batch_match_brute_force():
+    desc, labels, _ = ragged_batch(seed=23)
+    teacher = torch.nn.functional.normalize(desc + 0.3 * torch.randn(
+        desc.shape, generator=torch.Generator().manual_seed(1), dtype=desc.dtype), dim=1)
+    rows, trows = desc.tolist(), teacher.tolist()
+
+    def norm(r, i, j):
+        return math.sqrt(sum((u - v) ** 2 for u, v in zip(r[i], r[j])))
+
+    picks = brute_force_mining(desc, RAGGED_SIZES)
+    a = [norm(rows, *pos) for pos, _, _, _ in picks]
+    b = [norm(rows, *neg) for _, _, neg, _ in picks]
+    w = [_ramp(norm(trows, *neg) - norm(trows, *pos)) for pos, _, neg, _ in picks]
+    m = sorted(b)[4] + 1.05 * sorted(a)[4]  # K = 9: the medians are the 5th values
+    out = losses.BalanceLoss()(desc, labels, LossContext(teacher=lambda: teacher))
+    expected = sum(wk * (ak ** 2 + min(bk, m) ** 2 - 2 * m * min(bk, m)) for wk, ak, bk in zip(w, a, b)) / 9
+    assert out.loss.item() == pytest.approx(expected, abs=1e-12)
+    assert out.a.tolist() == pytest.approx(a, abs=1e-12) and out.w.tolist() == pytest.approx(w, abs=1e-12)
+
+    anneal = losses.AnnealingLoss(threshold=0.3)(desc, labels, LossContext())
+    keep = [1.0 if min(bk, 2.125) - ak > 0.3 else 0.0 for ak, bk in zip(a, b)]
+    assert 0 < sum(keep) < 9
+    expected = sum(s * (ak ** 2 + bk ** 2 - 4.25 * bk) for s, ak, bk in zip(keep, a, b)) / 9
+    assert anneal.loss.item() == pytest.approx(expected, abs=1e-12)
+    assert anneal.masked_fraction == pytest.approx(1 - sum(keep) / 9)
+
+
+@pytest.mark.parametrize("make_loss", [lambda: losses.BalanceLoss(fixed_bound=2.6),
+                                       lambda: losses.AnnealingLoss(threshold=-0.1)])
+def test_losses_pass_gradcheck_on_a_ragged_batch(make_loss):
+    sizes = (2, 3, 2, 3, 3)
+    raw = _general_position(1, sum(sizes), 6, seed=13).requires_grad_()
+    teacher = torch.nn.functional.normalize(_general_position(1, sum(sizes), 6, seed=14), dim=1)
+    labels, loss_fn = labels_of_sizes(sizes, [9, 3, 5, 1, 7]), make_loss()
+
+    def f(x):
+        return loss_fn(x / x.norm(dim=1, keepdim=True), labels, LossContext(teacher=lambda: teacher)).loss
+
+    assert torch.autograd.gradcheck(f, (raw,))

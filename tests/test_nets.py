@@ -1,5 +1,5 @@
 """Backbones: the (B,1,32,32) -> unit (B,128) contract, layer layout and parameter count, the
-initialisation, and the FRN / TLU formulas."""
+initialisation, the FRN / TLU formulas, and SOSNet32x32 against an independent build of the authors' net."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from torch import nn
 from descbench import nets
 from descbench.errors import DescbenchError
 
-NETS = (nets.L2NetBN, nets.L2NetFRN)
+L2NETS = (nets.L2NetBN, nets.L2NetFRN)
+NETS = (*L2NETS, nets.SOSNet32x32)
 CHANNELS = (1, 32, 32, 64, 64, 128, 128)  # input, then the six 3x3 convolutions
 
 
@@ -61,6 +62,7 @@ def test_parameter_counts():
     assert convs == 1_334_560
 
 
+@pytest.mark.parametrize("net", L2NETS, indirect=True, ids=lambda cls: cls.__name__)
 def test_layout_and_initialisation(net):
     dropout, head, final_bn = list(net.features)[-3:]
     assert isinstance(dropout, nn.Dropout) and dropout.p == 0.3
@@ -186,9 +188,140 @@ def crosscheck_outputs(net: nn.Module) -> tuple[float, float]:
     return values[0], values[1]
 
 
-@pytest.mark.parametrize("cls", NETS, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", L2NETS, ids=lambda cls: cls.__name__)
 def test_backbones_match_official_models_on_seeded_weights(cls):
     train_value, eval_value = crosscheck_outputs(crosscheck_net(cls))
     expected_train, expected_eval = CROSS_CHECKED[cls.__name__]
     assert train_value == pytest.approx(expected_train, rel=1e-9)
     assert eval_value == pytest.approx(expected_eval, rel=1e-9)
+
+
+# ---------------------------------------------------------------- SOSNet32x32 vs the authors' network
+# yuruntian/SOSNet@7ae3730 codes/sosnet_model.py:8-57, rebuilt here layer by layer from plain torch.nn
+# modules: Sequential index 0 InstanceNorm2d(1, affine=False, eps=1e-5); then per convolution
+# Conv2d(bias=False), BatchNorm2d(affine=False, eps=1e-5), ReLU (indices 1-18); 19 Dropout; 20 the 8x8
+# Conv2d(bias=False); 21 BatchNorm2d(128, affine=False, eps=1e-5); ``desc_norm`` a Sequential holding
+# LocalResponseNorm(256, alpha=256, beta=0.5, k=0), applied to ``layers(x) + 1e-10``.
+SOSNET_CONV_INDICES = (1, 4, 7, 10, 13, 16, 20)
+SOSNET_BN_INDICES = (2, 5, 8, 11, 14, 17, 21)
+SOSNET_KEYS = sorted(
+    [f"layers.{i}.weight" for i in SOSNET_CONV_INDICES]
+    + [f"layers.{i}.{buf}" for i in SOSNET_BN_INDICES
+       for buf in ("running_mean", "running_var", "num_batches_tracked")])
+
+
+class AuthorsSOSNet(nn.Module):
+    """Independent reference of SOSNet32x32 in the authors' layer order and module names."""
+
+    def __init__(self, drop_rate: float = 0.1) -> None:
+        super().__init__()
+        spec = [(1, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1)]
+        modules: list[nn.Module] = [nn.InstanceNorm2d(1, eps=1e-5)]
+        for c_in, c_out, stride in spec:
+            modules.append(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False))
+            modules.append(nn.BatchNorm2d(c_out, eps=1e-5, affine=False))
+            modules.append(nn.ReLU())
+        modules.append(nn.Dropout(drop_rate))
+        modules.append(nn.Conv2d(128, 128, 8, bias=False))
+        modules.append(nn.BatchNorm2d(128, eps=1e-5, affine=False))
+        self.layers = nn.Sequential(*modules)
+        self.desc_norm = nn.Sequential(nn.LocalResponseNorm(256, alpha=256.0, beta=0.5, k=0.0))
+
+    def forward(self, patch: torch.Tensor) -> torch.Tensor:
+        out = self.desc_norm(self.layers(patch) + 1e-10)
+        return out.view(out.shape[0], -1)
+
+
+def _authors_state(seed: int = 41) -> dict[str, torch.Tensor]:
+    """A float64 state_dict with the authors' key names: seeded conv weights and BN running stats."""
+    ref = AuthorsSOSNet().double()
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in ref.state_dict().items():
+        if key.endswith(".weight"):
+            fan_in = value[0].numel()
+            value = torch.randn(value.shape, generator=gen, dtype=torch.float64) / math.sqrt(fan_in)
+        elif key.endswith("running_mean"):
+            value = 0.2 * torch.randn(value.shape, generator=gen, dtype=torch.float64)
+        elif key.endswith("running_var"):
+            value = 0.5 + torch.rand(value.shape, generator=gen, dtype=torch.float64)
+        else:  # num_batches_tracked
+            value = torch.tensor(7)
+        state[key] = value
+    return state
+
+
+def l2_rows(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True)
+
+
+def test_sosnet_state_dict_keys_and_parameter_count_match_the_authors():
+    ours, ref = nets.SOSNet32x32(), AuthorsSOSNet()
+    assert sorted(ref.state_dict()) == SOSNET_KEYS  # the indices above, read off the authors' source
+    assert sorted(ours.state_dict()) == SOSNET_KEYS and len(SOSNET_KEYS) == 28
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()) == 1_334_560
+    assert sum(v.numel() for v in ours.state_dict().values()) == 1_335_719  # PRETRAINED.md section 4
+    for key, value in ref.state_dict().items():
+        assert ours.state_dict()[key].shape == value.shape, key
+    # a state_dict with exactly the released key set loads strictly (and a foreign one does not)
+    ours.load_state_dict(_authors_state(), strict=True)
+    with pytest.raises(RuntimeError):
+        ours.load_state_dict({**_authors_state(), "layers.0.running_mean": torch.zeros(1)}, strict=True)
+    with pytest.raises(RuntimeError):
+        nets.SOSNet32x32().load_state_dict(nets.L2NetBN().state_dict(), strict=True)
+
+
+def test_sosnet_matches_the_authors_network_train_and_eval():
+    state = _authors_state()
+    ref = AuthorsSOSNet().double()
+    ref.load_state_dict(state, strict=True)
+    ours = nets.SOSNet32x32().double()
+    ours.load_state_dict(state, strict=True)
+    x = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(42), dtype=torch.float64)
+    for train in (True, False, True, False):  # train steps move the running stats; both must agree
+        ref.train(train)
+        ours.train(train)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the same dropout mask for both
+            torch.manual_seed(43)
+            expected = ref(x)
+            torch.manual_seed(43)
+            desc, raw = ours(x, return_raw=True)
+        assert desc.shape == (8, 128) and desc.dtype == torch.float64
+        assert float((desc - expected).abs().max()) <= 1e-12, train
+        assert float((desc.norm(dim=1) - 1).abs().max()) <= 1e-12
+        assert float((desc - l2_rows(raw + 1e-10)).abs().max()) <= 1e-12  # raw: the final BN output
+    for key, value in ref.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    ours.eval()
+    with torch.no_grad():  # eval mode (as the released models are used): no batch dependence
+        assert float((ours(x[:1]) - ours(x)[:1]).abs().max()) <= 1e-12
+
+
+def test_sosnet_layout_and_pytorch_init():
+    net = nets.SOSNet32x32(generator=torch.Generator().manual_seed(5))
+    layers = list(net.layers)
+    assert isinstance(layers[0], nn.InstanceNorm2d) and not layers[0].affine and layers[0].eps == 1e-5
+    assert not layers[0].track_running_stats
+    assert isinstance(layers[19], nn.Dropout) and layers[19].p == 0.1  # the released default
+    assert [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)] == list(SOSNET_CONV_INDICES)
+    assert [i for i, m in enumerate(layers) if isinstance(m, nn.BatchNorm2d)] == list(SOSNET_BN_INDICES)
+    assert all(isinstance(layers[i + 2], nn.ReLU) for i in SOSNET_CONV_INDICES[:-1])
+    bns = [layers[i] for i in SOSNET_BN_INDICES]
+    assert all(not bn.affine and bn.eps == 1e-5 for bn in bns)
+    convs = [layers[i] for i in SOSNET_CONV_INDICES]
+    assert [c.stride[0] for c in convs] == [1, 1, 2, 1, 2, 1, 1] and all(c.bias is None for c in convs)
+    (lrn,) = net.desc_norm
+    assert isinstance(lrn, nn.LocalResponseNorm)
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (256, 256, 0.5, 0)
+    for conv in convs:  # PyTorch's default: kaiming-uniform with a = sqrt(5), bound 1/sqrt(fan_in)
+        w = conv.weight.detach()
+        bound = 1.0 / math.sqrt(w[0].numel())
+        assert float(w.abs().max()) <= bound and float(w.std()) > 0.4 * bound
+    ortho = nets.SOSNet32x32(generator=torch.Generator().manual_seed(5), init="orthogonal")
+    w = ortho.layers[20].weight.detach().flatten(1)
+    assert torch.allclose(w @ w.T, 0.36 * torch.eye(128), atol=1e-5)
+    with pytest.raises(DescbenchError):
+        nets.SOSNet32x32(init="xavier")
+    with pytest.raises(DescbenchError):
+        net(torch.zeros(2, 1, 64, 64))

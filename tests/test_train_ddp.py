@@ -1,4 +1,6 @@
-"""Distributed training keeps the global batch: 2 gloo processes (torchrun) match 1 process."""
+"""Distributed training keeps the global batch: 2 gloo processes (torchrun) match 1 process, for
+K x P batches and for Self-TNet's ragged ones (classes of 2 and 3 patches, an odd K: the two
+processes hold shares of different sizes)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import descbench.nets as nets
@@ -23,14 +26,20 @@ SCRIPT = textwrap.dedent('''
     def network():
         return L2NetBN(dropout=0.0)  # dropout masks are drawn per process; switch them off to compare
 
+    ragged = sys.argv[2] == "ragged"
     recipe = TrainRecipe(stages=(Stage(
-        name="s", loss="BalanceLoss", loss_kwargs={}, n_classes=8, n_per_class=3, epochs=1,
-        steps_per_epoch=1, optimiser=Optimiser(kind="sgd", lr=0.2, schedule="constant", momentum=0.9),
-        augment="affine", teacher=True),))
+        name="s", loss="BalanceLoss", loss_kwargs={}, n_classes=7 if ragged else 8, n_per_class=3,
+        epochs=1, steps_per_epoch=1,
+        optimiser=Optimiser(kind="sgd", lr=0.2, schedule="constant", momentum=0.9),
+        augment="affine", teacher=True, sampler=sys.argv[2]),))
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(80), 3)
+    if ragged:  # every other class has 2 patches
+        labels = np.concatenate([np.repeat(np.arange(80), 2), np.arange(0, 80, 2)])
+        labels.sort()
     base = rng.integers(0, 256, (80, 64, 64))
-    patches = np.clip(base[labels] + rng.normal(0, 60, (240, 64, 64)), 0, 255).astype(np.uint8)
+    noise = rng.normal(0, 60, (len(labels), 64, 64))
+    patches = np.clip(base[labels] + noise, 0, 255).astype(np.uint8)
     train(recipe, network, patches, labels, sys.argv[1], seed=3, device="cpu", progress=False,
           checkpoint_every=100)
 ''')
@@ -40,15 +49,16 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("sampler", ["fixed", "ragged"])
+def test_two_gloo_processes_match_one_process(tmp_path, sampler):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env,
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), sampler], env=env,
                             capture_output=True, text=True, timeout=240)
     assert single.returncode == 0, single.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    double = subprocess.run(torchrun + [str(script), str(tmp_path / "two")], env=env,
+    double = subprocess.run(torchrun + [str(script), str(tmp_path / "two"), sampler], env=env,
                             capture_output=True, text=True, timeout=240)
     assert double.returncode == 0, double.stderr[-3000:]
 

@@ -78,6 +78,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(ubc_like, tmp_path):
     for kwargs, differs in (({"labels": labels + 1}, "train labels"),
                             ({"init_state": start}, "start weights"),
                             ({"seed": 6}, "seed"),
+                            ({"threads": 2}, "threads"),
                             ({"identity": {"train set": "liberty"}}, "train set")):
         args = {"labels": labels, "seed": 5, **kwargs}
         with pytest.raises(DescbenchError) as err:
@@ -134,6 +135,35 @@ def _steps_per_epoch(desc) -> int:
     return 12 if n_bn > 1 else 6
 
 
+LEARNING_RATIO = 0.75  # a short schedule must cut the validation FPR95 to below 3/4 of the untrained one
+
+
+def learning_runs(patches, labels, workdir: Path, threads: int = 1) -> dict[str, tuple[float, float]]:
+    """(untrained, trained) validation FPR95 of every learned method after its short schedule, with
+    ``threads`` intra-op threads; continuations start from their parent's short-trained model.
+    (benchmarks/learning_margins.py reports these under 1 and 2 threads.)"""
+    runs, weights = {}, {}
+    descs = registry.all_descriptors()
+    for name, desc in descs.items():
+        if desc.learned and desc.init_from is None:
+            recipe = _short(desc.recipe.scale("mini"), _steps_per_epoch(desc))
+            result = train(recipe, desc.network, patches, labels, workdir / name, seed=0,
+                           device="cpu", progress=False, threads=threads)
+            runs[name] = (result.val_fpr95_before, result.val_fpr95_after)
+            weights[name] = result.state_dict
+    for name, desc in descs.items():
+        if desc.learned and desc.init_from is not None:
+            result = train(_short(desc.recipe.scale("mini")), desc.network, patches, labels,
+                           workdir / name, seed=0, device="cpu", init_state=weights[desc.init_from],
+                           progress=False, threads=threads)
+            assert result.val_fpr95_before == pytest.approx(runs[desc.init_from][1])
+            changed = any(not torch.equal(v, weights[desc.init_from][k])
+                          for k, v in result.state_dict.items() if v.is_floating_point())
+            assert changed, f"{name}: the annealing stage did not update the weights"
+            runs[name] = (runs[desc.init_from][0], result.val_fpr95_after)
+    return runs
+
+
 def _prepared_set(root, name, patches, labels):
     set_dir = root / "ubc" / name
     set_dir.mkdir(parents=True)
@@ -154,41 +184,18 @@ def cli_hardnet(ubc_like, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stage1_models(ubc_like, tmp_path_factory):
-    """Short-trained models of the methods that train from scratch (except HardNet, see cli_hardnet),
-    as (untrained FPR95, trained FPR95, weights)."""
-    models = {}
-    for name, desc in registry.all_descriptors().items():
-        if desc.learned and desc.init_from is None and name != "hardnet":
-            recipe = _short(desc.recipe.scale("mini"), _steps_per_epoch(desc))
-            result = train(recipe, desc.network, *ubc_like,
-                           tmp_path_factory.mktemp(name), seed=0, device="cpu", progress=False)
-            models[name] = (result.val_fpr95_before, result.val_fpr95_after, result.state_dict)
-    return models
+def learned_runs(ubc_like, tmp_path_factory):
+    return learning_runs(*ubc_like, tmp_path_factory.mktemp("learn"))
 
 
 LEARNED = sorted(name for name, d in registry.all_descriptors().items() if d.learned)
 
 
 @pytest.mark.parametrize("method", LEARNED)
-def test_every_method_lowers_validation_fpr95(method, ubc_like, stage1_models, cli_hardnet, tmp_path):
-    desc = registry.get(method)
-    if method == "hardnet":
-        meta = load_model(cli_hardnet[0] / "model.pt")[2]
-        untrained, after = meta["val_fpr95_before"], meta["val_fpr95_after"]
-    elif desc.init_from is None:
-        untrained, after, _ = stage1_models[method]
-    else:
-        untrained, start_fpr, start = stage1_models[desc.init_from]
-        result = train(_short(desc.recipe.scale("mini")), desc.network, *ubc_like, tmp_path, seed=0,
-                       device="cpu", init_state=start, progress=False)
-        after = result.val_fpr95_after
-        assert result.val_fpr95_before == pytest.approx(start_fpr)
-        changed = any(not torch.equal(v, start[k]) for k, v in result.state_dict.items()
-                      if v.is_floating_point())
-        assert changed, "the annealing stage did not update the weights"
+def test_every_method_lowers_validation_fpr95(method, learned_runs):
+    untrained, after = learned_runs[method]
     assert untrained > 0.1
-    assert after < 0.75 * untrained, (untrained, after)
+    assert after < LEARNING_RATIO * untrained, (untrained, after)
 
 
 def test_cli_train_writes_a_model_that_loads(cli_hardnet, capsys):
@@ -198,6 +205,7 @@ def test_cli_train_writes_a_model_that_loads(cli_hardnet, capsys):
     net, desc, meta = load_model(out / "model.pt")
     assert desc.name == "hardnet"
     assert meta["seed"] == 1 and meta["train_set"] == "toy" and meta["scale"] == "mini"
+    assert meta["threads"] == 1  # the CLI default, recorded
     assert meta["recipe"]["stages"][0]["n_classes"] == 16
     assert set(meta["versions"]) == {"torch", "numpy", "descbench"}
     with torch.no_grad():
@@ -223,6 +231,28 @@ def test_cli_resume_refuses_another_train_set(cli_hardnet, ubc_like, capsys):
     err = capsys.readouterr().err
     assert str(out / "checkpoint.pt") in err
     assert "train set: checkpoint toy, this run toy_other" in err and "train labels" in err
+
+
+def test_cli_resume_refuses_another_thread_count(cli_hardnet, capsys):
+    out, argv = cli_hardnet
+    assert cli.main(argv + ["--resume", "--threads", "2"]) == 2
+    err = capsys.readouterr().err
+    assert str(out / "checkpoint.pt") in err and "threads: checkpoint 1, this run 2" in err, err
+
+
+def test_training_restores_the_callers_thread_count(ubc_like, tmp_path):
+    before = torch.get_num_threads()
+    seen = []
+
+    def network():
+        seen.append(torch.get_num_threads())
+        return L2NetFRN()
+
+    recipe = dataclasses.replace(TWO_STAGES, stages=TWO_STAGES.stages[:1])
+    with pytest.raises(StopTraining):
+        train(recipe, network, *ubc_like, tmp_path, seed=0, device="cpu", progress=False,
+              stop_after=1, threads=3)
+    assert seen == [3] and torch.get_num_threads() == before
 
 
 def test_cli_refuses_a_continuation_without_its_start_model(ubc_like, tmp_path, capsys):

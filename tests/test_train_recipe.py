@@ -36,6 +36,9 @@ def test_annealing_schedule_equals_the_method_table():
         assert (stage.n_per_class, stage.epochs, stage.steps_per_epoch) == (2, 1, 1400)
         assert stage.optimiser.schedule == "flat_cos" and stage.optimiser.pct_start == 0.6
         assert stage.optimiser.lr == lr
+        # a fresh fastai Adam per cycle (mom 0.9) under fit_flat_cos, which schedules no momentum
+        # (Self-TNet ftrain.py:187-210; fastai2 optimizer.py:176, schedule.py:128-135)
+        assert {stage.optimiser.beta1_at(k, 1400) for k in (0, 700, 1399)} == {0.9}
     fixed = registry.get("balanced-fixed-hardness").recipe.stages
     assert {(s.n_classes, s.loss_kwargs["threshold"]) for s in fixed} == {(2816, -0.10)}
     assert [s.optimiser.lr for s in fixed] == [s.optimiser.lr for s in stages]
@@ -91,22 +94,75 @@ def test_flat_cos_and_linear_schedules():
     assert opt.lr_at(1120, 1400) == pytest.approx((1.5e-6 + 1.5e-11) / 2)
     assert opt.lr_at(1400, 1400) == pytest.approx(1.5e-11)
     assert opt.beta1_at(700, 1400) == 0.95
+    # HardNet's adjust_learning_rate runs after each update, its counter starting at 0: updates
+    # 0 and 1 at lr, then lr * (1 - (k - 1) / decay_steps)
     sgd = Optimiser(kind="sgd", lr=10.0, schedule="linear")
-    assert [sgd.lr_at(s, 4) for s in range(4)] == [10.0, 7.5, 5.0, 2.5]
+    assert [sgd.lr_at(s, 4) for s in range(4)] == [10.0, 10.0, 7.5, 5.0]
+
+
+def test_hardnet_schedule_follows_its_training_script():
+    """DagnyT/hardnet HardNet.py:435,491-502 (n_triplets 5,000,000, batch 1024, 10 epochs)."""
+    (stage,) = registry.get("hardnet").recipe.stages
+    assert stage.optimiser.decay_steps == 5_000_000 * 10 / 1024 == 48828.125
+    assert (stage.steps_per_epoch, stage.last_batch_classes) == (4883, 832)  # 4882 * 1024 + 832
+    assert [stage.classes_at(k) for k in (0, 4881, 4882, 4883, 2 * 4883 - 1)] == \
+        [1024, 1024, 832, 1024, 832]
+    # the script's own recurrence: group['step'] is created at 0 after the first update
+    lr, counter, script = 10.0, None, []
+    for _ in range(6):
+        script.append(lr)  # the update runs at the current lr, then adjust_learning_rate
+        counter = 0.0 if counter is None else counter + 1.0
+        lr = 10.0 * (1.0 - counter * 1024 / (5_000_000 * 10.0))
+    ours = [stage.optimiser.lr_at(k, stage.total_steps) for k in range(6)]
+    assert ours == pytest.approx(script, rel=1e-15, abs=0)
+    # HardNet+ is the same recipe with run_me.sh's --fliprot=True
+    (plus,) = registry.get("hardnet-plus").recipe.stages
+    assert plus.augment == "flip" and stage.augment == "none"
+    assert plus.optimiser == stage.optimiser and plus.loss_kwargs == stage.loss_kwargs
+    for name in ("hardnet", "hardnet-plus", "hynet", "sosnet"):  # cv2.resize INTER_LINEAR
+        assert registry.get(name).recipe.resize == "cv2", name
+    assert registry.get("balanced").recipe.resize == "pil"
+
+
+def test_hynet_trainer_epochs_follow_the_training_set():
+    """yuruntian/HyNet utils.py:121: int(#patches / (2 * 512)) batches per epoch."""
+    for name in ("hynet", "sosnet"):
+        recipe = registry.get(name).recipe
+        for n_patches, steps in ((450092, 439), (468159, 457), (633587, 618)):
+            (stage,) = recipe.for_train_set(n_patches).stages
+            assert (stage.steps_per_epoch, stage.total_steps) == (steps, 200 * steps)
+            assert stage.augment == "rot90_flipud"
+        with pytest.raises(DescbenchError, match="for_train_set"):
+            recipe.total_steps
+        with pytest.raises(DescbenchError, match="only 100 patches"):
+            recipe.for_train_set(100)
+        # mini shrinks the Liberty-length schedule, whatever the size of the mini set
+        mini = recipe.scale("mini")
+        assert mini.for_train_set(1796) == mini and mini.total_steps == 44
     with pytest.raises(DescbenchError, match="schedule"):
         Optimiser(kind="sgd", lr=1.0, schedule="step").lr_at(0, 1)
 
 
-def test_adamw_has_no_weight_decay_on_biases_and_norm_parameters():
+def test_adamw_decays_what_fastai_decays():
+    """fastai2 0.0.16 Learner(wd_bn_bias=False): no decay for the parameters of BatchNorm/InstanceNorm
+    modules and for every ``.bias`` (torch_core.py:518-526, learner.py:129-133); FRN's weight and
+    TLU's tau are decayed."""
     desc = registry.get("balanced-no-annealing")
     (stage,) = desc.recipe.stages
     net = desc.network()
     optimiser = build_optimiser(stage, net)
     decayed = {id(p) for g in optimiser.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    conv_weights = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)}
-    assert len(conv_weights) == 7
-    for name, p in net.named_parameters():  # FRN gamma/beta, TLU tau and conv biases do not decay
-        assert (id(p) in decayed) == (name in conv_weights), name
+    names = dict(net.named_parameters())
+    assert len(names) == 7 * 1 + 6 * 1 + 7 * 3  # 7 conv weights, 6 conv biases, 7 FRN+TLU (w, b, tau)
+    expected = {n for n in names if not n.endswith(".bias")}  # conv/FRN weights and TLU taus
+    assert sum(n.endswith(".tau") for n in expected) == 7
+    assert {n for n, p in names.items() if id(p) in decayed} == expected
+    bn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2),
+                             torch.nn.InstanceNorm2d(2, affine=True), torch.nn.Linear(2, 2))
+    optimiser_bn = build_optimiser(stage, bn)
+    decayed = {id(p) for g in optimiser_bn.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert {n for n, p in bn.named_parameters() if id(p) in decayed} == {"0.weight", "3.weight"}
+    optimiser = build_optimiser(stage, net)
     assert isinstance(optimiser, torch.optim.AdamW)
     _set_schedule(optimiser, stage, stage.total_steps // 4)
     assert optimiser.param_groups[0]["lr"] == pytest.approx(3.3e-3, rel=1e-3)
@@ -118,8 +174,8 @@ def test_mini_scale_shrinks_steps_and_classes_and_keeps_every_cycle():
     for name, desc in registry.all_descriptors().items():
         if not desc.learned:
             continue
-        paper, mini = desc.recipe, desc.recipe.scale("mini")
-        assert desc.recipe.scale("paper") is paper
+        paper, mini = desc.recipe.for_train_set(450092), desc.recipe.scale("mini")
+        assert desc.recipe.scale("paper") is desc.recipe
         assert len(mini.stages) == len(paper.stages) and mini.scale_name == "mini"
         assert mini.total_steps <= 60 and mini.total_steps < paper.total_steps
         for small, big in zip(mini.stages, paper.stages):

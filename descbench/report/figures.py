@@ -82,12 +82,27 @@ def training_curves(builder: "ReportBuilder") -> plt.Figure:
     ax_loss.set_title("Loss (each method's own loss: scales differ)")
     ax_val.set_xlabel("epoch")
     ax_val.set_ylabel("validation FPR95 (%)")
-    ax_val.set_title(f"Held-out points of {train_set}")
+    ax_val.set_title(_validation_title(builder, train_set, seed))
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
     ax_loss.legend(fontsize=7)
     fig.suptitle(f"Training on {train_set}, seed {seed} ({cfg.preset} preset)")
     return fig
+
+
+def _validation_title(builder: "ReportBuilder", train_set: str, seed: int) -> str:
+    """What the validation pairs came from (metrics.csv's val_classes): held-out points, or a fixed
+    slice of the training points when, as in the authors' code, every point is trained on."""
+    kinds = set()
+    for method in builder.cfg.methods:
+        metrics = builder.results.metrics(method, train_set, seed)
+        if "val_classes" in metrics.columns:
+            kinds.update(metrics["val_classes"].dropna().astype(str))
+    if kinds == {"training-slice"}:
+        return f"A fixed slice of the training points of {train_set} (not held out)"
+    if kinds == {"held-out"}:
+        return f"Held-out points of {train_set}"
+    return f"Points of {train_set} (held-out or a training slice, by method)"
 
 
 def with_stages(methods: list[str]) -> list[str]:

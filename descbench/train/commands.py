@@ -24,9 +24,19 @@ def register(subparsers) -> None:
     p.add_argument("--init-from", default=None,
                    help="model.pt of the method this one continues (required when it has init_from)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch intra-op CPU threads (default 1); float32 training results depend on "
+                        "it, so it is recorded in model.pt and a resume must use the same count")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive thread count")
+    return value
 
 
 def _git_commit() -> str | None:
@@ -87,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise DescbenchError(f"{args.method!r} trains from scratch; drop --init-from")
 
     data = load_ubc(args.data, args.train_set)
+    recipe = recipe.for_train_set(len(data.patches))  # epochs that follow the set (HyNet's trainer)
     # --resume refuses a checkpoint of another run; these name the differences in the user's terms
     identity = {"method": args.method, "scale": args.scale, "train set": args.train_set,
                 "--init-from": "none" if not args.init_from
@@ -94,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(recipe, desc.network, data.patches, np.asarray(data.labels), out, args.seed,
                    device=args.device, init_state=init_state, resume=args.resume,
                    checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                   identity=identity)
+                   identity=identity, threads=args.threads)
     if result.rank != 0:
         return 0
     meta = {
@@ -104,10 +115,11 @@ def run(args: argparse.Namespace) -> int:
         "versions": {"torch": torch.__version__, "numpy": np.__version__,
                      "descbench": descbench.__version__},
         "git_commit": _git_commit(),
-        "world_size": result.world_size,
+        "world_size": result.world_size, "threads": args.threads,
     }
     save_model(out / "model.pt", args.method, result.state_dict, meta)
-    print(f"{args.method} on {args.train_set} (seed {args.seed}, {args.scale}): {result.steps} steps "
+    print(f"{args.method} on {args.train_set} (seed {args.seed}, {args.scale}, {args.threads} "
+          f"thread{'s' if args.threads > 1 else ''}): {result.steps} steps "
           f"in {result.seconds:.0f} s; validation FPR95 {100 * result.val_fpr95_before:.2f}% -> "
           f"{100 * result.val_fpr95_after:.2f}%; model {out / 'model.pt'}")
     return 0

@@ -13,9 +13,9 @@ and at the end) stores model, optimiser, schedule position, step counter, both g
 metrics and diagnostics; resuming from it replays the remaining steps bit-identically on CPU.
 
 Distributed (``torchrun --nproc-per-node=N``; gloo on CPU, nccl on CUDA): every rank draws the same
-global batch and augmentation parameters, runs the network on its contiguous share of the classes
-(K must divide by N), and all-gathers the descriptors with gradient, so mining and loss see the global
-batch. BatchNorm statistics are synchronised over the global batch too (CPU-capable sync below), and
+global batch and augmentation parameters, runs the network on its contiguous share of whole classes
+(shares differ in size when classes do; the gathers pad and trim), and all-gathers the descriptors
+with gradient, so mining and loss see the global batch. BatchNorm statistics are synchronised over the global batch too (CPU-capable sync below), and
 gradients are averaged over ranks, so N processes compute what one process computes on the same batch
 (up to float rounding and dropout masks, which each rank draws for its own share).
 """
@@ -42,12 +42,15 @@ from descbench.fileio import atomic_path, write_text
 from descbench.train import augment as aug
 from descbench.train.losses import LossContext
 from descbench.train.recipe import Stage, TrainRecipe
-from descbench.train.sampler import BatchSampler, ClassIndex, split_validation
+from descbench.train.sampler import (BatchSampler, ClassIndex, RaggedBatchSampler, class_of,
+                                     split_validation)
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("step", "epoch", "loss", "lr", "median_a", "median_b", "bound", "mean_w",
-                  "masked_fraction", "val_fpr95")
+                  "masked_fraction", "val_fpr95", "val_classes")
+# what the validation pairs are drawn from (the val_classes column, on rows with a val_fpr95)
+VAL_CLASSES = {True: "held-out", False: "training-slice"}
 HIST_BINS = 50
 HIST_EDGES = np.linspace(0.0, 2.0, HIST_BINS + 1)  # distances on the unit sphere; w in [0, 1]
 CHECKPOINT_VERSION = 2  # 2: the run identity (train labels, start weights) is stored
@@ -146,21 +149,31 @@ def _average_gradients(net: nn.Module, world: int) -> None:
         offset += g.numel()
 
 
-def _gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's tensor; the backward pass hands each rank the gradient of its part."""
+def _padded(local: torch.Tensor, rows: int) -> torch.Tensor:
+    """``local`` with zero rows appended up to ``rows`` (all_gather needs equal shapes)."""
+    if local.shape[0] == rows:
+        return local
+    return torch.cat([local, local.new_zeros((rows - local.shape[0],) + local.shape[1:])])
+
+
+def _gather_with_grad(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Concatenate every rank's tensor (rank r holds ``sizes[r]`` rows); the backward pass hands
+    each rank the gradient of its part."""
     import warnings
 
     from torch.distributed.nn.functional import all_gather
 
     with warnings.catch_warnings():  # its suggested replacement has no autograd support
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.cat(all_gather(local), dim=0)
+        parts = all_gather(_padded(local, max(sizes)))
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)], dim=0)
 
 
-def _gather_no_grad(local: torch.Tensor) -> torch.Tensor:
+def _gather_no_grad(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    local = _padded(local.contiguous(), max(sizes))
     parts = [torch.empty_like(local) for _ in range(_dist()[1])]
-    torch.distributed.all_gather(parts, local.contiguous())
-    return torch.cat(parts, dim=0)
+    torch.distributed.all_gather(parts, local)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)], dim=0)
 
 
 def _gather_objects(obj: Any) -> list[Any]:
@@ -171,17 +184,32 @@ def _gather_objects(obj: Any) -> list[Any]:
 
 # --- optimiser ---------------------------------------------------------------------------------
 
+# fastai2 0.0.16's norm_types (torch_core.py:518): every parameter of these is exempt from weight decay
+FASTAI_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d,
+                     nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def fastai_no_decay(net: nn.Module) -> list[nn.Parameter]:
+    """The parameters fastai's ``Learner(wd_bn_bias=False)`` does not decay: those of its norm
+    layer types and every module's ``bias`` (fastai2 0.0.16 torch_core.py:521-526 ``bn_bias_params``,
+    learner.py:129-133). FRN's ``weight`` and TLU's ``tau`` *are* decayed."""
+    exempt: list[nn.Parameter] = []
+    for module in net.modules():
+        if isinstance(module, FASTAI_NORM_TYPES):
+            exempt.extend(module.parameters(recurse=False))
+        elif isinstance(getattr(module, "bias", None), nn.Parameter):
+            exempt.append(module.bias)
+    return exempt
+
+
 def build_optimiser(stage: Stage, net: nn.Module) -> torch.optim.Optimizer:
     """The stage's optimiser; decoupled weight decay skips biases and normalisation parameters."""
     opt = stage.optimiser
     params = [p for p in net.parameters() if p.requires_grad]
     if opt.kind == "adamw":
-        # fastai's wd_bn_bias=False: only convolution / linear weights decay (FRN/TLU/BN parameters
-        # have 4-D shapes, so the rule goes by module, not by shape)
-        layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-        decay_ids = {id(m.weight) for m in net.modules() if isinstance(m, layers)}
-        decay = [p for p in params if id(p) in decay_ids]
-        no_decay = [p for p in params if id(p) not in decay_ids]
+        exempt = {id(p) for p in fastai_no_decay(net)}
+        decay = [p for p in params if id(p) not in exempt]
+        no_decay = [p for p in params if id(p) in exempt]
         groups = [{"params": decay, "weight_decay": opt.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=opt.lr, betas=(opt.moms[0], opt.beta2), eps=opt.eps)
@@ -252,19 +280,21 @@ def _hist(x: Any) -> np.ndarray:
     return np.histogram(v, bins=HIST_EDGES)[0]
 
 
-def _metrics_csv(rows: list[list[float]]) -> str:
+def _metrics_csv(rows: list[list[float]], val_classes: str) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(METRIC_COLUMNS)
     for row in rows:
         writer.writerow([
             "" if (isinstance(v, float) and math.isnan(v)) else
-            (int(v) if i < 2 else f"{v:.8g}") for i, v in enumerate(row)])
+            (int(v) if i < 2 else f"{v:.8g}") for i, v in enumerate(row)]
+            + ["" if math.isnan(row[-1]) else val_classes])
     return buf.getvalue()
 
 
-def _write_outputs(out_dir: Path, rows: list[list[float]], diag: dict[str, list]) -> None:
-    write_text(out_dir / "metrics.csv", _metrics_csv(rows))
+def _write_outputs(out_dir: Path, rows: list[list[float]], diag: dict[str, list],
+                   val_classes: str) -> None:
+    write_text(out_dir / "metrics.csv", _metrics_csv(rows, val_classes))
     hists = {f"hist_{k}": np.asarray(diag[k], np.int64).reshape(-1, HIST_BINS) for k in ("a", "b", "w")}
     with atomic_path(out_dir / "diagnostics.npz", suffix=".npz") as tmp:
         np.savez(tmp, steps=np.asarray(diag["steps"], np.int64), bin_edges=HIST_EDGES, **hists)
@@ -291,11 +321,12 @@ def _sha256_tensors(state: dict[str, torch.Tensor]) -> str:
 
 
 def run_identity(recipe: TrainRecipe, seed: int, labels: np.ndarray,
-                 init_state: dict[str, torch.Tensor] | None,
+                 init_state: dict[str, torch.Tensor] | None, threads: int,
                  extra: dict[str, str] | None = None) -> dict[str, str]:
     """What a checkpoint must share with the run that resumes it: recipe, seed, the training labels
-    (their digest: hashing the patches would read GBs), the start weights, and ``extra`` (the
-    caller's names for them, e.g. the train set and the ``--init-from`` file's SHA-256)."""
+    (their digest: hashing the patches would read GBs), the start weights, the intra-op thread
+    count, and ``extra`` (the caller's names for them, e.g. the train set and the ``--init-from``
+    file's SHA-256)."""
     labels = np.ascontiguousarray(labels)
     identity = {
         "recipe": repr(recipe.to_json()),
@@ -303,6 +334,7 @@ def run_identity(recipe: TrainRecipe, seed: int, labels: np.ndarray,
         "train labels": f"{len(labels)} labels, sha256 {hashlib.sha256(labels.tobytes()).hexdigest()}",
         "start weights": "random (seeded)" if init_state is None
         else f"sha256 {_sha256_tensors(init_state)}",
+        "threads": str(threads),
     }
     identity.update(extra or {})
     return identity
@@ -342,21 +374,29 @@ def train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches
           init_state: dict[str, torch.Tensor] | None = None, resume: bool = False,
           checkpoint_every: int = 500, diagnostics_every: int | None = None,
           stop_after: int | None = None, progress: bool = True,
-          identity: dict[str, str] | None = None) -> TrainResult:
+          identity: dict[str, str] | None = None, threads: int = 1) -> TrainResult:
     """Train ``network_factory()`` on the training set (patches uint8 (N,64,64), labels (N,)).
 
     Writes ``out_dir``/{metrics.csv, diagnostics.npz, checkpoint.pt}; returns the final weights (the
     last step of the fixed schedule) and the validation FPR95 before and after training. Under
     torchrun it joins (and finally leaves) the process group; only rank 0 writes files. ``resume``
     refuses a checkpoint whose ``run_identity`` (``identity`` adds the caller's entries) differs.
+    ``threads`` is torch's intra-op thread count for the run (restored afterwards): float32 kernels
+    sum in a thread-dependent order, so it is part of the run's identity.
     """
+    if threads < 1:
+        raise DescbenchError(f"threads={threads}: a training run needs at least 1 intra-op thread")
+    recipe = recipe.for_train_set(len(patches))
     dev = resolve_device(device)
     joined = init_distributed(dev)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return _train(recipe, network_factory, patches, labels, Path(out_dir), seed, dev, init_state,
                       resume, checkpoint_every, diagnostics_every, stop_after, progress,
-                      run_identity(recipe, seed, labels, init_state, identity))
+                      run_identity(recipe, seed, labels, init_state, threads, identity))
     finally:
+        torch.set_num_threads(previous_threads)
         if joined:
             torch.distributed.destroy_process_group()
 
@@ -372,15 +412,16 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
     diagnostics_every = diagnostics_every or max(1, total // 2000)
 
     index = ClassIndex.from_labels(labels)
-    split = split_validation(index)
+    split = split_validation(index, hold_out=recipe.hold_out)
+    val_classes = VAL_CLASSES[split.held_out]
     val_patches = np.ascontiguousarray(patches[np.sort(split.val_patches)])
     val_pos = np.searchsorted(np.sort(split.val_patches), split.val_patches)
     val_pairs = np.column_stack([val_pos[split.pairs[:, 0]], val_pos[split.pairs[:, 1]],
                                  split.pairs[:, 2]])
     for stage in recipe.stages:
-        if stage.n_classes % world:
+        if min(stage.n_classes, stage.last_batch_classes or stage.n_classes) < world:
             raise DescbenchError(f"stage {stage.name!r}: K={stage.n_classes} classes do not split "
-                                 f"over {world} processes; use a process count that divides K")
+                                 f"over {world} processes; use at most K processes")
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -445,7 +486,7 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
             }
             with atomic_path(ckpt_path) as tmp:
                 torch.save(payload, tmp)
-            _write_outputs(out_dir, rows, diag)
+            _write_outputs(out_dir, rows, diag, val_classes)
 
         while step < total:
             s_idx, s_step, epoch = _stage_of(recipe, step)
@@ -457,12 +498,23 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
                     optimiser.load_state_dict(opt_state)
                 opt_state = None
                 loss_fn = stage.build_loss()
-                sampler = BatchSampler(index, split.train_classes, stage.n_classes,
-                                       stage.n_per_class, seed)
+                if stage.sampler == "ragged":
+                    sampler = RaggedBatchSampler(index, split.training_classes(include_single=True),
+                                                 stage.n_classes, stage.n_per_class, seed)
+                else:
+                    sampler = BatchSampler(index, split.train_classes, stage.n_classes,
+                                           stage.n_per_class, seed)
             lr = _set_schedule(optimiser, stage, s_step)
             idx, batch_labels = sampler.batch(epoch, s_step % stage.steps_per_epoch)
-            share = len(idx) // world
-            mine = slice(rank * share, (rank + 1) * share)
+            batch_class = class_of(batch_labels)
+            n_classes = stage.classes_at(s_step)
+            if n_classes < stage.n_classes:  # an epoch's partial last batch: its first classes
+                keep = batch_class < n_classes
+                idx, batch_labels, batch_class = idx[keep], batch_labels[keep], batch_class[keep]
+            # each process takes a contiguous run of whole classes (shares may differ in size)
+            bounds = np.searchsorted(batch_class, [r * n_classes // world for r in range(world + 1)])
+            sizes = np.diff(bounds).tolist()
+            mine = slice(int(bounds[rank]), int(bounds[rank + 1]))
             x_local = torch.from_numpy(_read(patches, idx[mine])).to(dev)
             if stage.augment == "none":
                 x_local = aug.eval_patches(x_local)
@@ -480,15 +532,15 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
                 with torch.no_grad():
                     teacher_local = net(x_local)
                 net.train()
-                teacher_desc = _gather_no_grad(teacher_local) if world > 1 else teacher_local
+                teacher_desc = _gather_no_grad(teacher_local, sizes) if world > 1 else teacher_local
 
             raw = None
             if stage.raw_desc:
                 desc_local, raw_local = net(x_local, return_raw=True)
-                raw = _gather_with_grad(raw_local) if world > 1 else raw_local
+                raw = _gather_with_grad(raw_local, sizes) if world > 1 else raw_local
             else:
                 desc_local = net(x_local)
-            desc = _gather_with_grad(desc_local) if world > 1 else desc_local
+            desc = _gather_with_grad(desc_local, sizes) if world > 1 else desc_local
 
             out = loss_fn(desc, y, LossContext(
                 teacher=(lambda: teacher_desc) if teacher_desc is not None else None, raw_desc=raw))

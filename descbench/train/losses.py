@@ -2,7 +2,8 @@
 and HyNet baselines, as interchangeable ``nn.Module``s with one call signature.
 
 Every loss takes a flat class-major batch ``desc`` (N, D) of unit descriptors with ``labels`` (N,)
-(K classes x P patches, see ``mining.class_layout``) and a ``LossContext``; it returns a ``LossOutput``
+(class-major: K distinct classes of >= 2 entries each, see ``mining.class_blocks``; K x 2 for the
+pairwise baselines) and a ``LossContext``; it returns a ``LossOutput``
 whose per-class hardest distances ``a``/``b`` come from the same per-class miner for every loss, so
 the logged difficulty statistics are comparable across methods. The pairwise baselines (HardNet,
 SOSNet, HyNet) need P = 2 and read anchors as ``desc[0::2]``, positives as ``desc[1::2]``.

@@ -40,7 +40,7 @@ rule train:
     shell:
         "descbench train --method {wildcards.method} --train-set {wildcards.train_set}"
         " --seed {wildcards.seed} --data {DATA} --out {params.out} --scale {params.scale}"
-        " --device {params.device} --no-progress {params.init}"
+        " --device {params.device} --threads {threads} --no-progress {params.init}"
         # A run killed mid-training left OUT/checkpoint.pt: continue from it. Decided when the job
         # starts (not in params, so it never changes what Snakemake recorded); the checkpoint of a
         # finished run is removed, so a job re-run for new inputs starts afresh.
