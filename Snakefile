@@ -6,10 +6,14 @@
 
 Data flows one way: raw archives -> prepared arrays -> trained models -> scores -> report. Every rule runs
 one `descbench` command; the result layout is descbench.report.layout (shared with `descbench report`).
+Every rule quotes each value it puts into its shell command ({x:q}), and the schema refuses shell
+metacharacters in paths and set names, so no config value can become shell syntax; paths may hold spaces
+and letters of any script.
 """
 
 import difflib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -17,6 +21,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from descbench import registry
+from descbench.errors import DescbenchError
 from descbench.report import layout
 
 min_version("9.0")
@@ -46,6 +51,44 @@ def check_keys(cfg, schema, where="config"):
             check_keys(value, allowed[key], f"{where}.{key}")
 
 
+def patterned(value, schema, where="config"):
+    """(where, value, pattern) of every config string the schema restricts with a pattern."""
+    if isinstance(value, str) and "pattern" in schema:
+        yield where, value, schema["pattern"]
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            if key in schema.get("properties", {}):
+                yield from patterned(sub, schema["properties"][key], f"{where}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, sub in enumerate(value):
+            yield from patterned(sub, schema["items"], f"{where}[{i}]")
+
+
+def check_safe(cfg, schema):
+    """Paths and set names go into file names and rule shells (quoted there): refuse shell
+    metacharacters with a message naming the key and the offending characters, before the schema's
+    terser "does not match <regex>" (the schema's patterns decide; this only explains)."""
+    for where, value, pattern in patterned(cfg, schema):
+        if re.search(pattern, value):
+            continue
+        allowed = re.search(r"\[([^\]]+)\]\+", pattern).group(1)  # the pattern's `[...]+`
+        bad = sorted({c for c in value if not re.fullmatch(f"[{allowed}]", c)})
+        if bad:
+            reason = "it contains " + ", ".join(map(repr, bad))
+        elif not value:
+            reason = "it is empty"
+        elif value in (".", ".."):
+            reason = "it may not be '.' or '..'"
+        else:
+            reason = f"it may not start with {value[0]!r}"
+        punct = allowed.replace("\\w", "").replace(" ", "")
+        space = "spaces, " if " " in allowed else ""
+        raise WorkflowError(
+            f"{where} {value!r} is refused: {reason}. Paths and set names go into file names and shell "
+            f"commands: use letters, digits, {space}_ and {' '.join(punct)} (no shell metacharacters)"
+        )
+
+
 def check_names(kind, names, valid):
     """Every configured descriptor name must be registered and of the right kind."""
     for name in names:
@@ -58,10 +101,15 @@ def check_names(kind, names, valid):
             )
 
 
-check_keys(config, yaml.safe_load(SCHEMA_PATH.read_text()))
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+check_keys(config, SCHEMA)
+check_safe(config, SCHEMA)
 validate(config, str(SCHEMA_PATH))
 
-DESCRIPTORS = registry.all_descriptors()
+try:
+    DESCRIPTORS = registry.all_descriptors()
+except DescbenchError as exc:  # a broken plug-in: its one-line message, not a traceback
+    raise WorkflowError(str(exc)) from None
 LEARNED = sorted(n for n, d in DESCRIPTORS.items() if d.learned)
 HANDCRAFTED_NAMES = sorted(n for n, d in DESCRIPTORS.items() if not d.learned)
 check_names("method (learned descriptor)", config["methods"], LEARNED)

@@ -1,5 +1,7 @@
 """The three L2-Net backbones of the benchmark: BatchNorm (HardNet), FRN+TLU (HyNet, balanced) and
-SOSNet's released network.
+SOSNet's released network; and the networks of released weights that have no descbench backbone
+(TFeat, HardTFeat, HardNet8, the PyTorch port of L2-Net, CDF's L2-Net; see the end of this module and
+``descbench.weights``).
 
 All follow the L2-Net topology (six 3x3 convolutions 32-32-64-64-128-128, strides 1-1-2-1-2-1, then
 dropout and an 8x8 convolution to ``dim`` channels with a parameter-free BatchNorm) and share the
@@ -235,4 +237,262 @@ class SOSNet32x32(nn.Module):
         raw = self.layers(x)
         desc = self.desc_norm(raw + SOSNET_DESC_EPS).flatten(1)
         raw = raw.flatten(1)
+        return (desc, raw) if return_raw else desc
+
+
+# ------------------------------------------------------------------------------------------------
+# Networks of released weights. ``descbench.weights`` maps each release's state_dict onto one of these
+# (or onto the backbones above) and wraps it in ``Preprocessed`` with the authors' input
+# preprocessing; the module names follow the released key layouts, so most maps are the identity.
+# ------------------------------------------------------------------------------------------------
+
+def standardise_patches(x: Tensor, eps: float) -> Tensor:
+    """Per-patch ``(x - mean) / (std + eps)`` over all pixels (unbiased std, statistics detached)."""
+    flat = x.flatten(1)
+    mean = flat.mean(dim=1).detach().view(-1, 1, 1, 1)
+    std = flat.std(dim=1).detach().view(-1, 1, 1, 1) + eps
+    return (x - mean) / std
+
+
+def _l2(x: Tensor, eps: float) -> Tensor:
+    """Rows of ``x`` divided by ``sqrt(sum(x^2) + eps)``."""
+    return x / x.pow(2).sum(dim=1, keepdim=True).add(eps).sqrt()
+
+
+def _init_pytorch_default(module: nn.Module, generator: torch.Generator | None) -> None:
+    """PyTorch's default initialisation of every Conv2d and Linear, drawn from ``generator``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                bound = 1.0 / math.sqrt(m.weight[0].numel())
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+
+class InputTransform(nn.Module):
+    """The fixed input preprocessing of a released network, applied to the [0, 1] patches that
+    descbench's extractor feeds: ``(x * scale - mean) / std``.
+
+    ``scale`` 255 restores the 0-255 range an authors' extractor feeds; ``mean`` is a scalar (a
+    dataset mean, e.g. Liberty's 0.4437) or a per-pixel ``(side, side)`` image (L2-Net's ``pixMean``).
+    ``mean`` and ``std`` are buffers, so they travel with the network.
+    """
+
+    def __init__(self, scale: float = 1.0, mean: float | Tensor = 0.0, std: float = 1.0,
+                 side: int = PATCH_SIZE) -> None:
+        super().__init__()
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        if mean.dim() == 2:
+            if tuple(mean.shape) != (side, side):
+                raise DescbenchError(f"a per-pixel input mean must be {side}x{side}, got {tuple(mean.shape)}")
+            mean = mean.view(1, 1, side, side)
+        elif mean.dim() != 0:
+            raise DescbenchError(f"an input mean must be a number or a {side}x{side} image, got shape "
+                                 f"{tuple(mean.shape)}")
+        std = float(std)
+        if not std > 0:
+            raise DescbenchError(f"an input std must be positive, got {std}")
+        self.scale = float(scale)
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x * self.scale - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        mean = "per-pixel" if self.mean.dim() == 4 else f"{self.mean.item():.6g}"
+        return f"scale={self.scale:g}, mean={mean}, std={self.std.item():.6g}"
+
+
+class Preprocessed(nn.Module):
+    """``net`` behind its ``InputTransform``: (B, 1, 32, 32) in [0, 1] -> (B, net.dim)."""
+
+    def __init__(self, net: nn.Module, transform: InputTransform) -> None:
+        super().__init__()
+        self.transform = transform
+        self.net = net
+        self.dim = net.dim
+
+    def forward(self, x: Tensor, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        _check_input(x)
+        return self.net(self.transform(x), return_raw=return_raw)
+
+
+class TFeat(nn.Module):
+    """TFeat's TNet (Balntas et al. BMVC 2016; vbalnt/tfeat ``tfeat_model.py``), the network of the
+    released ``tfeat-*.params``, with its module names (``features.1``, ``features.4``, ``descr.0``).
+
+    ``features``: InstanceNorm2d(1, affine=False, eps 1e-5) on the input, Conv2d(1, 32, 7) + Tanh,
+    MaxPool2d(2, 2), Conv2d(32, 64, 6) + Tanh; ``descr``: Linear(64 * 8 * 8, 128) + Tanh.
+    The output lies in (-1, 1) and is **not** L2-normalised (row norms around 8-10): TFeat is
+    compared with the L2 distance of these raw vectors. Preprocessing of the authors' extractor
+    (tfeat ``hpatches.py``, ``phototour.py``): cv2.resize to 32x32 (bilinear), 0-255 floats; the
+    InstanceNorm makes the range irrelevant up to its eps. PyTorch's default initialisation.
+    """
+
+    def __init__(self, dim: int = 128, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.features = nn.Sequential(
+            nn.InstanceNorm2d(1, affine=False),
+            nn.Conv2d(1, 32, kernel_size=7),
+            nn.Tanh(),
+            nn.MaxPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(32, 64, kernel_size=6),
+            nn.Tanh(),
+        )
+        self.descr = nn.Sequential(nn.Linear(64 * 8 * 8, dim), nn.Tanh())
+        _init_pytorch_default(self, generator)
+
+    def forward(self, x: Tensor, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, 1, 32, 32) -> (B, 128) in (-1, 1); ``raw`` is the linear layer's output before tanh."""
+        _check_input(x)
+        raw = self.descr[0](self.features(x).flatten(1))
+        desc = self.descr[1](raw)
+        return (desc, raw) if return_raw else desc
+
+
+HARDTFEAT_L2_EPS = 1e-8  # ducha-aiki/affnet HardNet.py L2Norm
+
+
+class HardTFeat(nn.Module):
+    """HardTFeat (ducha-aiki/affnet ``HardNet.py`` ``HardTFeatNet``): TFeat's layers trained with the
+    HardNet loss, the network of the released ``HardTFeat.pth`` with its module names.
+
+    Per-patch standardisation (unbiased std + 1e-7, no InstanceNorm), ``features``: Conv2d(1, 32, 7)
+    + Tanh, MaxPool2d(2, 2), Conv2d(32, 64, 6) + Tanh; ``classifier``: Dropout(0.1), Conv2d(64, 128, 8)
+    + Tanh (a convolution, not a Linear); output L2-normalised (eps 1e-8 under the square root).
+    The standardisation makes the input range irrelevant; descbench feeds cv2-resized [0, 1] patches.
+    """
+
+    def __init__(self, dim: int = 128, dropout: float = 0.1, *,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, kernel_size=7),
+            nn.Tanh(),
+            nn.MaxPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(32, 64, kernel_size=6),
+            nn.Tanh(),
+        )
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Conv2d(64, dim, kernel_size=8), nn.Tanh())
+        _init_pytorch_default(self, generator)
+
+    def forward(self, x: Tensor, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        _check_input(x)
+        raw = self.classifier(self.features(standardise_patches(x, INPUT_STD_EPS))).flatten(1)
+        desc = _l2(raw, HARDTFEAT_L2_EPS)
+        return (desc, raw) if return_raw else desc
+
+
+# (in, out, stride) of HardNet8's seven 3x3 convolutions: L2-Net's six plus 128 -> 256.
+HARDNET8_CONVS = L2NET_CONVS + ((128, 256, 1),)
+
+
+class HardNet8(nn.Module):
+    """HardNet8 (Pultar 2020, "Improving the HardNet descriptor"; layout of kornia's ``HardNet8`` and
+    of the released ``hardnet8v2.pt``).
+
+    Per-patch standardisation (unbiased std + 1e-7), seven 3x3 convolutions without bias
+    (32-32-64-64-128-128-256, strides 1-1-2-1-2-1-1) each with BatchNorm(affine=False) and ReLU at
+    ``features.{0,3,...,18}``, dropout, an 8x8 convolution to ``features_dim`` = 512 channels and
+    BatchNorm(512, affine=False) at ``features.22/23``. The 512-D output is L2-normalised, the
+    released PCA is applied (``(f - mean) @ components`` with the buffers ``mean`` (512,) and
+    ``components`` (512, 128)), and the result is L2-normalised again: 128-D unit descriptors.
+    Before weights are loaded ``components`` is the projection on the first 128 coordinates.
+    """
+
+    def __init__(self, dim: int = 128, features_dim: int = 512, dropout: float = 0.3, *,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.features_dim = features_dim
+        layers: list[nn.Module] = []
+        for c_in, c_out, stride in HARDNET8_CONVS:
+            layers += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c_out, affine=False),
+                nn.ReLU(),
+            ]
+        layers += [
+            nn.Dropout(dropout),
+            nn.Conv2d(HARDNET8_CONVS[-1][1], features_dim, kernel_size=8, bias=False),
+            nn.BatchNorm2d(features_dim, affine=False),
+        ]
+        self.features = nn.Sequential(*layers)
+        self.register_buffer("components", torch.eye(features_dim, dim))
+        self.register_buffer("mean", torch.zeros(features_dim))
+        _init_convs(self, generator)
+
+    def forward(self, x: Tensor, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, 1, 32, 32) -> (B, 128) unit descriptors; ``raw`` is the unit 512-D pre-PCA feature."""
+        _check_input(x)
+        feat = l2_normalise(self.features(standardise_patches(x, INPUT_STD_EPS)).flatten(1))
+        desc = l2_normalise((feat - self.mean) @ self.components)
+        return (desc, feat) if return_raw else desc
+
+
+L2NET_PORT_BN_EPS = 1e-10  # BatchNorm eps of the MatConvNet -> PyTorch port
+L2NET_PORT_STD_EPS = 1e-12  # cal_L2Net_des.m: z ./ (std(z) + 1e-12)
+L2NET_PORT_LRN_K = 0.5
+
+
+class L2NetPort(nn.Module):
+    """L2-Net (Tian et al. CVPR 2017) as ported from MatConvNet to PyTorch in
+    vcg-uvic/image-matching-benchmark-baselines (``l2net_ported_weights_lib+.pth``), with its module
+    names: every convolution has a bias, every BatchNorm is affine with eps 1e-10 (at
+    ``features.{1,4,...,19}``; no dropout), the 8x8 convolution sits at ``features.18``.
+
+    Input: the per-pixel ``pixMean`` of the released ``.mat`` is subtracted from the 0-255 patch first
+    (``InputTransform``, done by ``descbench.weights``), then each patch is standardised (unbiased std +
+    1e-12, as ``cal_L2Net_des.m``). Output: ``LocalResponseNorm(2 dim, alpha=2 dim, beta=0.5, k=0.5)``,
+    i.e. ``x / sqrt(0.5 + |x|^2)``: almost, but not exactly, unit norm.
+    """
+
+    def __init__(self, dim: int = 128, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        layers: list[nn.Module] = []
+        for c_in, c_out, stride in L2NET_CONVS:
+            layers += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=True),
+                nn.BatchNorm2d(c_out, affine=True, eps=L2NET_PORT_BN_EPS),
+                nn.ReLU(),
+            ]
+        layers += [
+            nn.Conv2d(128, dim, kernel_size=8, bias=True),
+            nn.BatchNorm2d(dim, affine=True, eps=L2NET_PORT_BN_EPS),
+        ]
+        self.features = nn.Sequential(*layers)
+        self.desc_norm = nn.LocalResponseNorm(2 * dim, alpha=2 * dim, beta=0.5, k=L2NET_PORT_LRN_K)
+        _init_convs(self, generator)
+
+    def forward(self, x: Tensor, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        _check_input(x)
+        raw = self.features(standardise_patches(x, L2NET_PORT_STD_EPS))
+        desc = self.desc_norm(raw).flatten(1)
+        raw = raw.flatten(1)
+        return (desc, raw) if return_raw else desc
+
+
+class CDFL2Net(L2NetBN):
+    """The L2-Net of CDF / dynamic soft margin (Zhang & Rusinkiewicz, ICCV 2019;
+    lg-zhang/dynamic-soft-margin-pytorch ``modules/l2net.py``): ``L2NetBN``'s layers and key names
+    with dropout 0.1; float models are 128-D and L2-normalised, binary models 256-D through tanh
+    (binarise by sign). Its extractor (``common.get_basic_input_transform``) resizes with cv2
+    (bilinear) to 32, maps to [0, 1] and normalises with the training set's mean/std from
+    ``mean_std.pt`` (``InputTransform``, done by ``descbench.weights``) before the per-patch
+    standardisation.
+    """
+
+    def __init__(self, dim: int = 128, binary: bool = False, dropout: float = 0.1, *,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__(dim=dim, dropout=dropout, generator=generator)
+        self.binary = binary
+
+    def forward(self, x: Tensor, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        _check_input(x)
+        raw = self.features(self.standardise(x)).flatten(1)
+        desc = torch.tanh(raw) if self.binary else l2_normalise(raw)
         return (desc, raw) if return_raw else desc

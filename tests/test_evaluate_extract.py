@@ -1,6 +1,9 @@
 """Descriptor extraction (resize, network input contract), descriptor files, SIFT/RootSIFT, CLI."""
 
 import json
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +169,237 @@ def test_cli_evaluate_hpatches_ubc_and_export(tmp_path, capsys):
     assert cli.main(["evaluate", "hpatches", "--descriptor", "raw", "--data", str(tmp_path / "data"),
                      "--split", "nope"]) == 2
     assert "unknown split" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- misbehaving plug-ins
+def _plugin(describe, dim=3, side=8):
+    return registry.Descriptor(name="plug", citation="t", patch_size=side, dim=dim, describe=describe)
+
+
+def _raises(p):
+    raise ZeroDivisionError("division by zero in my plug-in")
+
+
+@pytest.mark.parametrize("describe, message", [
+    (_raises, r"describe failed on a batch of 2 patches of 8x8 uint8 \(ZeroDivisionError: division by zero"),
+    (lambda p: [["a", "b", "c"]] * len(p), r"returned list of dtype <U1 \(not real numbers\)"),
+    (lambda p: np.full((len(p), 3), "1.5"), r"dtype <U3 \(not real numbers\)"),
+    (lambda p: None, r"returned NoneType of dtype object"),
+    (lambda p: np.zeros((len(p), 3), np.complex64), r"dtype complex64"),
+    (lambda p: np.zeros((len(p), 3), bool), r"dtype bool"),
+    (lambda p: np.zeros((len(p), 3), object), r"dtype object"),
+    (lambda p: torch.zeros(len(p), 3), r"returned a torch.Tensor"),
+    (lambda p: np.zeros(len(p) * 3, np.float32), r"returned shape \(6,\) for 2 patches"),
+    (lambda p: np.zeros((len(p) + 1, 3), np.float32), r"returned shape \(3, 3\) for 2 patches"),
+    (lambda p: np.full((len(p), 3), np.inf, np.float32), r"produced NaN or Inf"),
+    (lambda p: np.full((len(p), 3), 1e300), r"produced NaN or Inf"),  # beyond float32
+])
+def test_misbehaving_plugin_is_a_clear_error_naming_it(describe, message):
+    with pytest.raises(DescbenchError, match=message) as info:
+        extract.Extractor(_plugin(describe))(np.zeros((2, 8, 8), np.uint8))
+    assert "'plug'" in str(info.value) and __file__ in str(info.value)  # the plug-in and its file
+
+
+def test_plugin_output_in_another_real_dtype_is_accepted():
+    out = extract.Extractor(_plugin(lambda p: np.ones((len(p), 3), np.float64)))(np.zeros((2, 8, 8), np.uint8))
+    assert out.dtype == np.float32 and np.all(out == 1)
+    out = extract.Extractor(_plugin(lambda p: np.ones((len(p), 3), np.uint8)))(np.zeros((2, 8, 8), np.uint8))
+    assert out.dtype == np.float32 and np.all(out == 1)
+
+
+def test_network_that_does_not_fit_its_input_is_a_clear_error():
+    desc = registry.Descriptor(name="net", citation="t", patch_size=16, dim=2,
+                               network=lambda: torch.nn.Linear(32 * 32, 2))
+    with pytest.raises(DescbenchError, match=r"'net' \(.*test_evaluate_extract\.py\): network failed.*"
+                                             r"RuntimeError"):
+        extract.Extractor(desc, desc.network())(np.zeros((2, 65, 65), np.uint8))
+
+
+def _npy_bytes(arr, **kwargs):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, **kwargs)
+    return buf.getvalue()
+
+
+GOOD_NPY = _npy_bytes(np.ones((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"cannot read descriptor file .*h3\.npy \(No data left in file\)"),
+    (GOOD_NPY[:60], r"cannot read descriptor file .*h3\.npy"),
+    (GOOD_NPY[:-5], r"cannot read descriptor file .*h3\.npy"),
+    (b"1,2,3\n4,5,6\n", r"h3\.npy .*no object arrays or pickles"),
+    (_npy_bytes(np.array([[1, "x"], [2, None]], dtype=object), allow_pickle=True),
+     r"h3\.npy \(Object arrays cannot be loaded"),
+    (_npy_bytes(np.full((4, 3), "1.0")), r"h3\.npy holds <U3 values"),
+    (_npy_bytes(np.zeros((4, 3), np.complex64)), r"h3\.npy holds complex64 values"),
+    (_npy_bytes(np.full((4, 3), np.nan, np.float32)), r"h3\.npy contains NaN or Inf"),
+])
+def test_corrupt_npy_descriptor_file_is_a_clear_error(tmp_path, content, message):
+    extract.write_descriptor_dir(tmp_path, {"i_a": np.ones((16, 4, 3), np.float32)}, fmt="npy")
+    (tmp_path / "i_a" / "h3.npy").write_bytes(content)
+    with pytest.raises(DescbenchError, match=message):
+        extract.load_descriptor_dir(tmp_path, {"i_a": 4})
+
+
+def test_binary_or_nan_csv_descriptor_file_is_a_clear_error(tmp_path):
+    extract.write_descriptor_dir(tmp_path, {"i_a": np.ones((16, 4, 3), np.float32)})
+    (tmp_path / "i_a" / "e2.csv").write_bytes(b"\xff\xfe\x00\x81" * 10)
+    with pytest.raises(DescbenchError, match=r"e2\.csv: it is not text"):
+        extract.load_descriptor_dir(tmp_path)
+    (tmp_path / "i_a" / "e2.csv").write_text("1,2,nan\n" * 4)
+    with pytest.raises(DescbenchError, match=r"e2\.csv contains NaN or Inf"):
+        extract.load_descriptor_dir(tmp_path)
+
+
+# ---------------------------------------------------------------------------- result sets and --out
+def _no_work(monkeypatch):
+    """Fail the test if any descriptor is computed: --out must be checked before the work."""
+    def refuse(*args, **kwargs):
+        pytest.fail("descriptors were computed before --out was checked")
+
+    monkeypatch.setattr(extract.Extractor, "__call__", refuse)
+
+
+def test_cli_result_set_is_written_as_a_whole(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from descbench.evaluate import hpatches as hp
+
+    data = tmp_path / "data"
+    make_data(data)
+    hp_out, ubc_out = tmp_path / "hp", tmp_path / "ubc"
+    hp_args = ["evaluate", "hpatches", "--descriptor", "raw", "--data", str(data), "--out", str(hp_out)]
+    ubc_args = ["evaluate", "ubc", "--descriptor", "raw", "--data", str(data), "--test-set", "tiny",
+                "--out", str(ubc_out)]
+    assert cli.main(hp_args) == 0 and cli.main(ubc_args) == 0
+    before = {p: p.read_bytes() for out in (hp_out, ubc_out) for p in out.iterdir()}
+    assert len(before) == 6
+    capsys.readouterr()
+
+    def broken(path, obj):  # the last file of the set fails, e.g. an I/O error
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(hp, "write_json", broken)
+    for args in (hp_args, ubc_args, hp_args[:-1] + [str(tmp_path / "new")]):
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert "Input/output error [EIO]" in err and "summary.json" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for out in (hp_out, ubc_out) for p in out.iterdir()} == before
+    assert not (tmp_path / "new").exists()  # no partial set that looks like a result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "hp", "ubc"]  # no staging left
+
+
+def test_cli_checks_out_before_any_work(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    make_data(data)
+    _no_work(monkeypatch)
+    (tmp_path / "afile").write_text("x")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    cases = [(tmp_path / "afile" / "sub", r"afile is a file, not a folder; choose another --out"),
+             (tmp_path / "afile", r"afile exists and is not a folder"),
+             (mine, r"mine holds files that are not HPatches results \(notes.txt\)")]
+    for out, message in cases:
+        assert cli.main(["evaluate", "hpatches", "--descriptor", "raw", "--data", str(data),
+                         "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err, err
+    assert cli.main(["evaluate", "ubc", "--descriptor", "raw", "--data", str(data), "--test-set", "tiny",
+                     "--out", str(mine)]) == 2
+    assert "not UBC results (notes.txt)" in capsys.readouterr().err
+    assert cli.main(["export", "--descriptor", "raw", "--data", str(data), "--out", str(mine)]) == 2
+    assert "not exported descriptors (notes.txt)" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_cli_refuses_a_read_only_out_before_any_work(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    make_data(data)
+    _no_work(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert cli.main(["evaluate", "hpatches", "--descriptor", "raw", "--data", str(data),
+                         "--out", str(locked / "scores")]) == 2
+    finally:
+        locked.chmod(0o755)
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_unwritable_out_before_any_work(tmp_path, monkeypatch, capsys):
+    import errno
+    import tempfile as tempfile_module
+
+    from descbench import fileio
+
+    data = tmp_path / "data"
+    make_data(data)
+    _no_work(monkeypatch)
+    real_mkdtemp = tempfile_module.mkdtemp
+
+    def read_only(*args, dir=None, **kwargs):  # what a read-only mount answers (even to root)
+        if dir is not None and Path(dir) == tmp_path / "ro":
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real_mkdtemp(*args, dir=dir, **kwargs)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(fileio.tempfile, "mkdtemp", read_only)
+    for kind in (["hpatches"], ["ubc", "--test-set", "tiny"]):
+        assert cli.main(["evaluate", *kind, "--descriptor", "raw", "--data", str(data),
+                         "--out", str(tmp_path / "ro" / "scores")]) == 2
+        err = capsys.readouterr().err
+        assert "Read-only file system [EROFS]" in err and "choose another --out" in err
+
+
+def test_cli_export_is_written_as_a_whole(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    make_data(data)
+    out = tmp_path / "exported"
+    calls = []
+    real = extract.save_npy
+
+    def fail_late(path, array):
+        calls.append(path)
+        if len(calls) == 20:  # in the second sequence
+            raise RuntimeError("simulated crash")
+        real(path, array)
+
+    monkeypatch.setattr(extract, "save_npy", fail_late)
+    with pytest.raises(RuntimeError):
+        cli.main(["export", "--descriptor", "raw", "--data", str(data), "--out", str(out), "--format", "npy"])
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    monkeypatch.undo()
+    assert cli.main(["export", "--descriptor", "raw", "--data", str(data), "--out", str(out)]) == 0
+    assert cli.main(["export", "--descriptor", "raw", "--data", str(data), "--out", str(out),
+                     "--format", "npy"]) == 0  # an earlier export is replaced
+    assert sorted(p.name for p in (out / "i_x").iterdir()) == sorted(f"{t}.npy" for t in IMAGE_TYPES)
+
+
+def test_cli_degenerate_warning_is_printed_once(tmp_path, monkeypatch, caplog, capsys):
+    data = tmp_path / "data"
+    make_data(data)
+
+    def nearly_constant(patches):  # one distinct descriptor per batch
+        out = np.ones((len(patches), 4), np.float32)
+        out[0] = np.arange(4)
+        return out
+
+    found = registry.discovery()
+    desc = registry.Descriptor(name="nearly-constant", citation="t", patch_size=65, dim=4,
+                               describe=nearly_constant)
+    monkeypatch.setattr(registry, "_CACHE", registry.Discovery(
+        {**found.descriptors, desc.name: desc}, {**found.origins, desc.name: "test"}, ()))
+    for name, expected in (("nearly-constant", 1), ("raw", 0)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert cli.main(["evaluate", "hpatches", "--descriptor", name, "--data", str(data),
+                             "--batch-size", "16", "--out", str(tmp_path / name)]) == 0
+        assert sum("degenerate descriptor" in r.getMessage() for r in caplog.records) == expected
+    summary = json.loads((tmp_path / "nearly-constant" / "summary.json").read_text())
+    assert summary["retrieval"] == pytest.approx(1.0)  # the official score stands; only a warning

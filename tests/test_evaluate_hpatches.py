@@ -58,10 +58,10 @@ def constant_set(names_lengths, dim=4):
     return hp.HPatchesDescriptors({s: np.ones((16, n, dim), np.float32) for s, n in names_lengths.items()})
 
 
-def test_constant_descriptor_scores_as_the_official_tie_rules_say(tmp_path, caplog):
+def test_constant_descriptor_scores_as_the_official_tie_rules_say(tmp_path):
     seqs = {"i_a": 6, "v_b": 6}
     desc = constant_set(seqs)
-    assert "degenerate" in caplog.text
+    assert "all the ref descriptors are identical" in desc.degeneracy()
     pairs = [("i_a", 1, k % 6, "i_a", 2, k % 6) for k in range(10)]
     write_tasks(tmp_path, {"x": {"name": "x", "test": list(seqs)}}, pairs, pairs, pairs,
                 [("i_a", 0), ("v_b", 1)], [("v_b", k) for k in range(2, 6)] + [("i_a", 5)])
@@ -212,3 +212,116 @@ def test_decisions_below_float32_resolution_use_reference_distances():
     pos_ref = np.array([[reference.min() ** 2 * 1.0000001, reference.max() ** 2 * 1.0000001]])
     counts = dist.count_closer(p, a, b, "L2", pos_ref, np.sqrt(pos_ref), np.array([2]))
     assert counts[0, :, 0].tolist() == [1, 2]
+
+
+# ---------------------------------------------------------------------------- degenerate descriptors
+def _stack_set(ref_rows, n_seq=2):
+    """Sequences whose 16 image types all hold ``ref_rows`` split evenly across ``n_seq`` sequences."""
+    parts = np.array_split(np.asarray(ref_rows, np.float32), n_seq)
+    return hp.HPatchesDescriptors({f"i_{k}": np.repeat(p[None], 16, axis=0) for k, p in enumerate(parts)})
+
+
+def test_degeneracy_flags_near_degenerate_descriptors():
+    rng = np.random.default_rng(0)
+    n = 3000
+    # constant except one patch per batch of 512: the case the all-equal test used to miss
+    near = np.ones((n, 8), np.float32)
+    near[::512] = rng.normal(size=(len(near[::512]), 8))
+    assert "are one and the same vector" in _stack_set(near).degeneracy()
+    # quantised to a few values
+    assert "one and the same vector" in _stack_set(rng.integers(0, 2, (n, 2))).degeneracy()
+    # every vector three times
+    triples = np.repeat(rng.normal(size=(n // 3, 8)), 3, axis=0)
+    assert "only 33.3 % of the ref descriptors" in _stack_set(triples).degeneracy()
+    # collapsed: distinct, but all within float32 noise of one vector
+    collapsed = 1 + rng.normal(scale=1e-6, size=(n, 8))
+    assert "collapsed" in _stack_set(collapsed).degeneracy()
+    # -0.0 and 0.0 are the same descriptor
+    signed = np.zeros((n, 4), np.float32)
+    signed[::2] = -0.0
+    assert "all the ref descriptors are identical" in _stack_set(signed).degeneracy()
+
+
+def test_degeneracy_leaves_ordinary_descriptors_alone():
+    rng = np.random.default_rng(1)
+    normal = rng.normal(size=(5000, 16))
+    assert _stack_set(normal / np.linalg.norm(normal, axis=1, keepdims=True)).degeneracy() is None
+    assert _stack_set(1000 + rng.normal(size=(5000, 16))).degeneracy() is None  # a large offset is fine
+    some_zero = normal.copy()
+    some_zero[:200] = 0  # a few flat patches (SIFT gives them all zeros)
+    assert _stack_set(some_zero).degeneracy() is None
+    assert _stack_set(normal[:1]).degeneracy() is None
+
+
+def test_evaluate_warns_once_and_keeps_the_official_numbers(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    seqs = {"i_a": 40, "v_b": 40}
+    per_seq = {s: np.ones((16, n, 4), np.float32) for s, n in seqs.items()}
+    per_seq["i_a"][:, 0] = rng.normal(size=(16, 4))  # one distinct patch
+    desc = hp.HPatchesDescriptors(per_seq)
+    pairs = [("i_a", 0, k, "v_b", 1, k) for k in range(20)]
+    write_tasks(tmp_path, {"x": {"name": "x", "test": list(seqs)}}, pairs, pairs, pairs,
+                [("i_a", k) for k in range(5)], [("v_b", k) for k in range(40)])
+    with caplog.at_level("WARNING", logger="descbench.evaluate.hpatches"):
+        results, summary = hp.evaluate(desc, tmp_path, "x", PY)
+    warnings = [r for r in caplog.records if "degenerate" in r.getMessage()]
+    assert len(warnings) == 1 and "98.8 % of the ref descriptors" in warnings[0].getMessage()
+    assert summary["retrieval"] > 0.98  # near-perfect from ties alone: what the warning is about
+    split = tasks.load_splits(tmp_path)["x"]
+    expected = hp.summarise({"verification": hp.verification(desc, tmp_path, split, PY),
+                             "matching": hp.matching(desc, list(seqs), PY),
+                             "retrieval": hp.retrieval(desc, tmp_path, split, PY)})
+    assert {k: summary[k] for k in expected} == expected
+
+
+# ---------------------------------------------------------------------------- result sets
+def _tables():
+    import pandas as pd
+
+    return {"matching": pd.DataFrame({"ap": [0.5]}), "retrieval": pd.DataFrame({"ap": [0.25]})}
+
+
+def test_write_results_replaces_the_set_as_a_whole(tmp_path, monkeypatch):
+    import errno
+
+    import pandas as pd
+
+    out = tmp_path / "scores"
+    hp.write_results(out, {**_tables(), "verification": pd.DataFrame({"v": [1]})}, {"run": 1})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"matching.csv", "retrieval.csv", "verification.csv", "summary.json"}
+
+    def failing_disk(path, obj):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(hp, "write_json", failing_disk)  # fails after the csvs are written
+    with pytest.raises(OSError, match="Input/output error"):
+        hp.write_results(out, _tables(), {"run": 2})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old set, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]  # no staging folder left
+    with pytest.raises(OSError):
+        hp.write_results(tmp_path / "fresh", _tables(), {"run": 2})
+    assert not (tmp_path / "fresh").exists()  # no partial set that looks like a result
+    monkeypatch.undo()
+    hp.write_results(out, _tables(), {"run": 3})  # a new set drops the stale verification.csv
+    assert sorted(p.name for p in out.iterdir()) == ["matching.csv", "retrieval.csv", "summary.json"]
+    assert json.loads((out / "summary.json").read_text()) == {"run": 3}
+
+
+def test_write_results_never_deletes_other_files(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(DescbenchError, match=r"mine holds files that are not HPatches results \(notes.txt\)"):
+        hp.write_results(out, _tables(), {})
+    assert (out / "notes.txt").read_text() == "keep me"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DescbenchError, match="exists and is not a folder"):
+        hp.write_results(tmp_path / "afile", _tables(), {})
+    # an earlier set, with the staging leftover of a killed per-file write, is replaced
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "summary.json").write_text("{}")
+    (earlier / ".matching.csv.host-123.abc.tmp").write_text("half")
+    hp.write_results(earlier, _tables(), {"new": 1})
+    assert sorted(p.name for p in earlier.iterdir()) == ["matching.csv", "retrieval.csv", "summary.json"]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import descbench.nets as nets
+from descbench.train.loop import load_checkpoint
 
 SCRIPT = textwrap.dedent('''
     import sys
@@ -46,7 +47,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def _final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    return load_checkpoint(out / "checkpoint.pt")["model"]
 
 
 @pytest.mark.parametrize("sampler", ["fixed", "ragged"])

@@ -53,7 +53,7 @@ def test_kill_and_resume_ends_with_bit_identical_weights(ubc_like, uninterrupted
     with pytest.raises(StopTraining):
         train(TWO_STAGES, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu", progress=False,
               checkpoint_every=3, stop_after=5)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert loop.load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
     resumed = train(TWO_STAGES, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu",
                     progress=False, checkpoint_every=3, resume=True)
     assert resumed.steps == whole.steps == 6
@@ -87,7 +87,36 @@ def test_resume_refuses_a_checkpoint_of_another_run(ubc_like, tmp_path):
         message = str(err.value)
         assert str(ckpt) in message and f"{differs}: checkpoint" in message, message
         assert message.count(": checkpoint") == 1, message  # only what differs is named
-    assert torch.load(ckpt, weights_only=True)["step"] == 1  # refused runs leave it alone
+    assert loop.load_checkpoint(ckpt)["step"] == 1  # refused runs leave it alone
+
+
+def test_a_damaged_checkpoint_is_refused_with_a_clear_error(ubc_like, tmp_path):
+    with pytest.raises(StopTraining):
+        train(TWO_STAGES, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu", progress=False,
+              checkpoint_every=1, stop_after=1)
+    ckpt = tmp_path / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    wrapped = torch.load(ckpt, weights_only=True)
+    flipped = wrapped["payload"].clone()
+    flipped[len(flipped) // 2] ^= 1  # one bit inside the serialised model
+    cases = [  # (content, what the refusal says)
+        ({**wrapped, "payload": flipped}, "payload does not match its SHA-256"),
+        ({**wrapped, "version": 99}, "checkpoint format 99"),
+        (torch.zeros(3), "not a descbench training checkpoint"),
+        ({"step": 1}, "not a descbench training checkpoint"),
+        (good[: len(good) // 2], "not a readable checkpoint"),
+        (b"", "not a readable checkpoint"),
+    ]
+    for content, says in cases:
+        if isinstance(content, bytes):
+            ckpt.write_bytes(content)
+        else:
+            torch.save(content, ckpt)
+        with pytest.raises(DescbenchError) as err:
+            train(TWO_STAGES, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu", progress=False,
+                  resume=True)
+        message = str(err.value)
+        assert str(ckpt) in message and says in message and "remove it" in message, message
 
 
 def test_metrics_and_diagnostics_follow_the_contract(uninterrupted):

@@ -1,25 +1,46 @@
 """Download, verify and unpack the benchmark data (``descbench download``).
 
 A file is fetched from its mirrors in order. Each mirror is retried with exponential backoff after
-connection errors and HTTP 5xx; a partial file (``.<name>.part`` plus a ``.json`` note of its URL)
-resumes with an HTTP Range request, in the same run or the next. Nothing reaches its final name before
-its checksum passes (MD5, SHA-1, SHA-256 or git blob id, per mirror); a file that fails is removed.
-Archives are unpacked into a staging folder that refuses absolute paths, ``..`` and links leading out
-of it, one top folder (or a chain of them) is dropped, the content is counted against the catalogue,
-and only then the folder is renamed into place. ``DATA/raw/archives/<file>.meta.json`` records where
-each archive came from and its SHA-256, so a rerun verifies instead of downloading again.
+connection errors and HTTP 5xx; a partial file (``.<name>.part`` plus a ``.json`` note of its URL, size and
+validator) resumes with an HTTP Range request, in the same run or the next, but only when the server gave an
+ETag or Last-Modified for it: the request carries ``If-Range``, and a 206 answer must carry the same
+validator, so two different versions of a file are never spliced (without a validator the download starts
+over). A mirror that delivers fewer than ``HttpOptions.stall_min_bytes`` in ``stall_window_s`` seconds is
+given up like any failed mirror, and so is one that redirects from https to plain http. Nothing reaches its
+final name before its checksum passes (MD5, SHA-1, SHA-256 or git blob id, per mirror); a file that fails is
+removed. A mirror without a checksum (the Hugging Face HPatches zip) cannot prove a download complete, so an
+archive from it is read through first (every zip CRC; every tar member and the compressed stream's trailer)
+and deleted if that fails.
+
+Archives are unpacked into a staging folder. Refused before anything is written: absolute paths, ``..``,
+special files, symbolic links unless their target is a relative path without ``..`` (such a link can only
+point into its own folder or below, whatever other links the archive holds, so chains of links cannot leave
+the folder), and archives whose members add up to more than the dataset can hold
+(``ExtractLimits.max_bytes``, from the dataset's known size) or unpack to more than ``max_ratio`` times their
+compressed size (zip bombs); the byte counts are also enforced while writing. One top folder (or a chain of
+them) is dropped, every link is checked once more on disk, the content is counted against the catalogue, and
+only then the folder is renamed into place. An archive without a published checksum that cannot be unpacked
+is deleted (with its record) so the next run downloads it again; a full disk is reported as such and the
+archive is kept. ``DATA/raw/archives/<file>.meta.json`` records where each archive came from (the mirror and
+the final URL after redirects) and its SHA-256, so a rerun verifies instead of downloading again.
+
+``--from-dir`` takes the user's files in place. A file there that is a symbolic link (or lies under a linked
+folder) whose real location is outside the given folder is not used: the error names the link, where it
+leads, and to pass that folder instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import glob
 import hashlib
 import json
 import logging
+import lzma
 import math
 import os
-import posixpath
 import re
 import shutil
 import stat
@@ -27,6 +48,7 @@ import tarfile
 import time
 import urllib.parse
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -46,20 +68,84 @@ log = logging.getLogger(__name__)
 _READ_BYTES = 1 << 20
 _MAX_BACKOFF_S = 60.0
 _IGNORED_ENTRIES = frozenset({"__MACOSX", ".DS_Store"})  # junk that macOS zip tools add
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_MAX_LINK_TARGET = 4096  # PATH_MAX; a longer zip symlink "target" is not one
+GiB = 1 << 30
 
 
 @dataclass(frozen=True)
 class HttpOptions:
     """How hard to try one mirror: ``retries`` after a connection error or 5xx, waiting ``backoff_s``,
-    then twice that, and so on (capped at a minute)."""
+    then twice that, and so on (capped at a minute). ``timeout_s`` bounds each network read; a body that
+    brings fewer than ``stall_min_bytes`` in ``stall_window_s`` seconds (a server trickling bytes just often
+    enough to beat the timeout) fails the mirror, and the next one is tried."""
 
     retries: int = 5
     backoff_s: float = 2.0
     timeout_s: float = 60.0
+    stall_window_s: float = 60.0
+    stall_min_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """What an archive may unpack to: ``max_bytes`` in all, at most ``max_ratio`` times the compressed size
+    per zip member (per archive for tar; plus ``ratio_slack_bytes``, so tiny members never trip it), and
+    ``max_members`` entries. The defaults are generous; the dataset downloads pass their known size."""
+
+    max_bytes: int = 64 * GiB
+    max_ratio: float = 100.0
+    ratio_slack_bytes: int = 1 << 20
+    max_members: int = 200_000
+
+
+_UBC_TILE_BYTES = 1_049_654  # a 1024x1024 8-bit palettised BMP tile (PROTOCOLS.md §3.2)
+_HPATCHES_RELEASE_BYTES = 4_200_000_000  # "Size of the release: 4.2 GB", 116 sequences (PROTOCOLS.md §1)
+
+
+def ubc_unpack_limits(source: UBCSetSource) -> ExtractLimits:
+    """Twice the BMP tiles of the set plus 1 GiB for info.txt, interest.txt, sim.txt and the m50 files
+    (about 4.8 GB for liberty, which unpacks to about 2 GB)."""
+    tiles = math.ceil(source.n_patches / source.patches_per_tile)
+    return ExtractLimits(max_bytes=2 * tiles * _UBC_TILE_BYTES + GiB, max_members=10 * tiles + 1000)
+
+
+def hpatches_unpack_limits(source: HPatchesSource) -> ExtractLimits:
+    """Three times the published 4.2 GB (pro rata for fewer sequences) plus 1 GiB: about 13.7 GB."""
+    share = _HPATCHES_RELEASE_BYTES * source.n_sequences / 116
+    return ExtractLimits(max_bytes=int(3 * share) + GiB,
+                         max_members=10 * source.n_sequences * (len(source.image_files) + 1) + 1000)
 
 
 class ChecksumMismatchError(DescbenchError):
     """A file's digest differs from the published (or pinned, or recorded) one."""
+
+
+_REDOWNLOAD = "The archive is damaged or not the published one; delete it and its .meta.json and download it again"
+
+
+class ArchiveError(DescbenchError):
+    """The archive itself is at fault (unreadable, truncated, unsafe members, a zip bomb): another copy may
+    fix it. ``what`` says what is wrong, without the advice."""
+
+    def __init__(self, what: str, advice: str = _REDOWNLOAD) -> None:
+        self.what = what
+        super().__init__(f"{what}. {advice}")
+
+
+class ContentError(DescbenchError):
+    """The archive unpacked but does not hold what the catalogue expects (kept: it may be our expectation)."""
+
+
+class DiskFullError(DescbenchError):
+    """No space left while unpacking or downloading; nothing is wrong with the archive."""
+
+
+def _human(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
 
 
 @dataclass(frozen=True)
@@ -68,11 +154,12 @@ class FetchResult:
 
     name: str
     path: Path
-    origin: str  # URL, or the local file it was taken from
+    origin: str  # URL of the mirror, or the local file it was taken from
     sha256: str
     verified_by: str  # the checksum that passed, or a note that none is published
     pinned: bool  # False when no published or user-pinned checksum was checked
     reused: bool  # True when it was already there and only re-verified
+    final_url: str = ""  # the URL the bytes came from after redirects ("" when not downloaded in this run)
 
 
 @dataclass(frozen=True)
@@ -161,8 +248,9 @@ def _remove(*paths: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write_meta(dest_dir: Path, filename: str, path: Path, origin: str, verified: _Verified) -> None:
-    write_json(_meta_path(dest_dir, filename), {
+def _write_meta(dest_dir: Path, filename: str, path: Path, origin: str, verified: _Verified,
+                final_url: str | None = None) -> None:
+    meta = {
         "file": filename,
         "path": str(path.resolve()),
         "origin": origin,
@@ -171,17 +259,22 @@ def _write_meta(dest_dir: Path, filename: str, path: Path, origin: str, verified
         "verified_by": verified.verified_by,
         "pinned": verified.pinned,
         "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    })
+    }
+    if final_url:
+        meta["final_url"] = final_url  # where the bytes came from after redirects
+    write_json(_meta_path(dest_dir, filename), meta)
 
 
 def fetch(remote: RemoteFile, dest_dir: Path, *, http: HttpOptions = HttpOptions(),
           expect_sha256: str | None = None, from_dir: Path | None = None, copy_from_dir: bool = False,
-          record_meta: bool = True, session: requests.Session | None = None) -> FetchResult:
+          record_meta: bool = True, session: requests.Session | None = None,
+          archive_limits: ExtractLimits | None = None) -> FetchResult:
     """Make a verified copy of ``remote`` available and return where it is.
 
     Order: a copy already verified earlier (re-verified), then ``from_dir`` (the user's files; no network
     is used with it; kept in place unless ``copy_from_dir``), then the mirrors in order. ``record_meta``
-    writes ``<dest_dir>/<file>.meta.json`` (origin, SHA-256) next to the file.
+    writes ``<dest_dir>/<file>.meta.json`` (origin, final URL, SHA-256) next to the file. An archive that no
+    checksum vouches for must read through intact (within ``archive_limits``) to be accepted.
     """
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +286,7 @@ def fetch(remote: RemoteFile, dest_dir: Path, *, http: HttpOptions = HttpOptions
         return existing
     if from_dir is not None:
         return _take_from_dir(remote, dest_dir, Path(from_dir), known, allow_unpinned, expect_sha256,
-                              copy_from_dir, record_meta)
+                              copy_from_dir, record_meta, archive_limits)
 
     own_session = session is None
     if own_session:
@@ -204,7 +297,7 @@ def fetch(remote: RemoteFile, dest_dir: Path, *, http: HttpOptions = HttpOptions
         for mirror in remote.mirrors:
             part, note = _partial_paths(dest_dir, mirror)
             try:
-                _download(mirror, part, note, http, session)
+                final_url = _download(mirror, part, note, http, session)
             except _MirrorFailed as exc:
                 log.warning("%s: %s", mirror.url, exc)
                 failures.append(f"{mirror.url}: {exc}")
@@ -217,20 +310,40 @@ def fetch(remote: RemoteFile, dest_dir: Path, *, http: HttpOptions = HttpOptions
                 log.warning("%s: %s; removed the download", mirror.url, exc)
                 failures.append(f"{mirror.url}: {exc}; the downloaded file was removed")
                 continue
+            problem = None if verified.pinned else _unpinned_archive_problem(part, mirror.filename, archive_limits)
+            if problem:
+                _remove(part, note)
+                message = (f"{problem}; no checksum is published for it, so the download was deleted and will be "
+                           "downloaded again on the next try")
+                log.warning("%s: %s", mirror.url, message)
+                failures.append(f"{mirror.url}: {message}")
+                continue
             dest = dest_dir / mirror.filename
             os.replace(part, dest)
             _remove(note, *dest_dir.glob(f".{glob.escape(mirror.filename)}.*.part*"))
             if record_meta:
-                _write_meta(dest_dir, mirror.filename, dest, mirror.url, verified)
-            log.info("%s: downloaded from %s (%s)", mirror.filename, mirror.url, verified.verified_by)
+                _write_meta(dest_dir, mirror.filename, dest, mirror.url, verified, final_url)
+            log.info("%s: downloaded from %s (%s)", mirror.filename, final_url, verified.verified_by)
             return FetchResult(remote.name, dest, mirror.url, verified.sha256, verified.verified_by,
-                               verified.pinned, reused=False)
+                               verified.pinned, reused=False, final_url=final_url)
     finally:
         if own_session:
             session.close()
     raise DescbenchError(f"could not get a verified copy of {remote.name} from any mirror:\n  "
                          + "\n  ".join(failures)
                          + "\nCheck the network, or download the file yourself and pass its folder with --from-dir.")
+
+
+def _unpinned_archive_problem(path: Path, filename: str, limits: ExtractLimits | None) -> str | None:
+    """For a file no checksum vouches for: why it is not a complete, sound archive (None if it is one, or
+    is no archive at all)."""
+    if _archive_kind(path, filename) is None:
+        return None
+    try:
+        check_archive(path, limits=limits, label=filename, kind_name=filename)
+    except ArchiveError as exc:
+        return exc.what
+    return None
 
 
 def _reuse_existing(remote: RemoteFile, dest_dir: Path, known: tuple[Checksum, ...], allow_unpinned: bool,
@@ -258,13 +371,15 @@ def _reuse_existing(remote: RemoteFile, dest_dir: Path, known: tuple[Checksum, .
                 _write_meta(dest_dir, filename, path, str(path.resolve()), verified)
             origin = meta.get("origin", str(path)) if meta else str(path)
             return FetchResult(remote.name, path, origin, verified.sha256, verified.verified_by,
-                               verified.pinned, reused=True)
+                               verified.pinned, reused=True, final_url=meta.get("final_url", "") if meta else "")
     return None
 
 
 def _take_from_dir(remote: RemoteFile, dest_dir: Path, from_dir: Path, known: tuple[Checksum, ...],
-                   allow_unpinned: bool, expect_sha256: str | None, copy: bool, record_meta: bool) -> FetchResult:
-    """Verify the user's own copy (found by file name under ``from_dir``) the same way as a download."""
+                   allow_unpinned: bool, expect_sha256: str | None, copy: bool, record_meta: bool,
+                   archive_limits: ExtractLimits | None = None) -> FetchResult:
+    """Verify the user's own copy (found by file name under ``from_dir``) the same way as a download. A
+    candidate whose real location (through symbolic links) is outside ``from_dir`` is not used."""
     if not from_dir.is_dir():
         raise DescbenchError(f"--from-dir {from_dir} is not a folder")
     candidates: list[Path] = []
@@ -274,79 +389,139 @@ def _take_from_dir(remote: RemoteFile, dest_dir: Path, from_dir: Path, known: tu
     if not candidates:
         raise DescbenchError(f"--from-dir {from_dir}: no file named {' or '.join(remote.filenames)} in it or "
                              f"its subfolders; it is published at {remote.mirrors[0].url}")
+    inside = from_dir.resolve()
     failures = []
     for candidate in candidates:
+        real = candidate.resolve()
+        if not real.is_relative_to(inside):
+            failures.append(f"{candidate} is a symbolic link (or under a linked folder) to {real}, outside "
+                            f"{from_dir}; it was not used. Pass --from-dir {real.parent}, or copy the file into "
+                            f"{from_dir}")
+            continue
         try:
             verified = _verify(candidate, str(candidate), known, allow_unpinned, expect_sha256)
         except ChecksumMismatchError as exc:
             failures.append(str(exc))
             continue
+        problem = None if verified.pinned else _unpinned_archive_problem(candidate, candidate.name, archive_limits)
+        if problem:
+            failures.append(f"{problem}; no checksum is published for it, so this copy was not used (it was "
+                            "left in place)")
+            continue
         path = candidate
         if copy:
             path = dest_dir / candidate.name
             with atomic_path(path) as tmp:
-                shutil.copyfile(candidate, tmp)
+                shutil.copyfile(real, tmp)
         if record_meta:
-            _write_meta(dest_dir, candidate.name, path, str(candidate.resolve()), verified)
+            _write_meta(dest_dir, candidate.name, path, str(real), verified)
         return FetchResult(remote.name, path, str(candidate), verified.sha256, verified.verified_by,
                            verified.pinned, reused=False)
     raise DescbenchError("no verified copy of " + remote.name + " in --from-dir:\n  " + "\n  ".join(failures))
 
 
-def _download(mirror: Mirror, part: Path, note: Path, http: HttpOptions, session: requests.Session) -> None:
-    """Bring ``part`` to the complete content of ``mirror.url``, resuming what an earlier try left."""
+def _validator(response: requests.Response) -> str | None:
+    """What identifies this version of the file: a strong ETag, else Last-Modified (None if neither)."""
+    etag = response.headers.get("ETag", "")
+    return etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
+
+
+def _refuse_downgrade(response: requests.Response, *args, **kwargs) -> requests.Response:
+    """A response hook, run on every hop before requests follows it: refuse https -> http redirects."""
+    if response.is_redirect:
+        target = urllib.parse.urljoin(response.url, response.headers.get("Location", ""))
+        if urllib.parse.urlsplit(response.url).scheme == "https" and urllib.parse.urlsplit(target).scheme != "https":
+            response.close()
+            raise _MirrorFailed(f"{response.url} redirects to {target}, from https to plain http; refusing the "
+                                "downgrade (the file could be altered on the way)")
+    return response
+
+
+def _download(mirror: Mirror, part: Path, note: Path, http: HttpOptions, session: requests.Session) -> str:
+    """Bring ``part`` to the complete content of ``mirror.url``, resuming what an earlier try left; return
+    the URL it came from after redirects."""
     failures_in_a_row = 0
     while True:
         state = _read_json(note) or {}
         offset = part.stat().st_size if part.exists() and state.get("url") == mirror.url else 0
+        if offset and not state.get("validator"):
+            log.info("%s: the server gave neither ETag nor Last-Modified, so the partial download cannot be "
+                     "resumed safely; starting over", mirror.url)
+            offset = 0
         if offset == 0:
             _remove(part, note)
             state = {}
         elif state.get("total") == offset:
-            return
+            return state.get("final_url") or mirror.url
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-            if state.get("validator"):
-                headers["If-Range"] = state["validator"]
+            headers["If-Range"] = state["validator"]
         received = 0
         try:
-            with session.get(mirror.url, headers=headers, stream=True, timeout=http.timeout_s) as response:
-                total = _start_body(response, mirror.url, offset, part, note)
+            with session.get(mirror.url, headers=headers, stream=True, timeout=http.timeout_s,
+                             hooks={"response": [_refuse_downgrade]}) as response:
+                total = _start_body(response, mirror.url, offset, part, note, state)
+                final_url = response.url
                 if response.status_code == 200 and offset:
                     log.info("%s: the server sent the whole file instead of the rest; starting over",
                              mirror.url)
                     offset = 0
-                with open(part, "ab" if offset else "wb") as out, \
-                        tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                             desc=mirror.filename) as bar:
-                    try:
-                        for chunk in response.raw.stream(_READ_BYTES, decode_content=False):
-                            out.write(chunk)
-                            received += len(chunk)
-                            bar.update(len(chunk))
-                    except (urllib3.exceptions.HTTPError, requests.RequestException) as exc:
-                        broken = exc
-                    else:
-                        broken = None
+                try:
+                    with open(part, "ab" if offset else "wb") as out, \
+                            tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                                 desc=mirror.filename) as bar:
+                        broken, received = _receive(response, out, bar, mirror.url, http)
+                except OSError as exc:
+                    if exc.errno in _DISK_FULL:
+                        need = f"about {_human(total - part.stat().st_size)} more" if total else "more"
+                        raise DiskFullError(f"disk full at {part.parent} while downloading {mirror.filename}: "
+                                            f"it needs {need} free space; free some space and run again (the "
+                                            "partial download is kept and resumes)") from exc
+                    raise
             size = part.stat().st_size
             if broken is not None or (total is not None and size != total):
                 cause = f" ({type(broken).__name__})" if broken is not None else ""
                 raise _Retryable(f"the connection broke after {size:,} of "
                                  f"{'?' if total is None else f'{total:,}'} bytes{cause}")
-            return
+            return final_url
         except _NOT_RETRIED as exc:  # malformed URL, redirect loop: the same request would fail again
             raise _MirrorFailed(str(exc)) from exc
         except (_Retryable, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             if _host_not_found(exc):
                 raise _MirrorFailed(f"host {urllib.parse.urlsplit(mirror.url).hostname} not found") from exc
-            failures_in_a_row = 1 if received else failures_in_a_row + 1
+            kept = bool(received) and bool((_read_json(note) or {}).get("validator"))  # resumable progress
+            failures_in_a_row = 1 if kept else failures_in_a_row + 1
             if failures_in_a_row > http.retries:
                 raise _MirrorFailed(f"{exc} (gave up after {http.retries} retries)") from exc
             delay = min(_MAX_BACKOFF_S, http.backoff_s * 2 ** (failures_in_a_row - 1))
             log.warning("%s: %s; retrying in %.1f s (%d of %d)", mirror.url, exc, delay, failures_in_a_row,
                         http.retries)
             time.sleep(delay)
+
+
+def _receive(response: requests.Response, out, bar, url: str, http: HttpOptions) -> tuple[Exception | None, int]:
+    """Copy the body to ``out`` as it arrives (each read returns what one socket read brings, so a trickle
+    cannot hide inside one big read); return the error that broke it (or None) and the bytes received.
+    Raises ``_MirrorFailed`` when fewer than ``http.stall_min_bytes`` arrive in ``http.stall_window_s``."""
+    received = 0
+    window_start, window_bytes = time.monotonic(), 0
+    try:
+        while chunk := response.raw.read1(_READ_BYTES, decode_content=False):
+            out.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+            now = time.monotonic()
+            if now - window_start >= http.stall_window_s:
+                if received - window_bytes < http.stall_min_bytes:
+                    raise _MirrorFailed(
+                        f"{url} stalled: {received - window_bytes:,} bytes in {now - window_start:.1f} s, fewer than "
+                        f"the {http.stall_min_bytes:,} bytes per {http.stall_window_s:g} s a live mirror gives "
+                        f"(after {received:,} bytes in all); the partial file is kept")
+                window_start, window_bytes = now, received
+    except (urllib3.exceptions.HTTPError, requests.RequestException) as exc:
+        return exc, received
+    return None, received
 
 
 def _host_not_found(exc: BaseException) -> bool:
@@ -364,9 +539,12 @@ def _host_not_found(exc: BaseException) -> bool:
     return False
 
 
-def _start_body(response: requests.Response, url: str, offset: int, part: Path, note: Path) -> int | None:
+def _start_body(response: requests.Response, url: str, offset: int, part: Path, note: Path,
+                state: dict | None = None) -> int | None:
     """Check the status of a (ranged) GET; return the full size if the server says it. Raises
-    ``_Retryable`` for 5xx/429 and a range the server could not serve, ``_MirrorFailed`` for other errors."""
+    ``_Retryable`` for 5xx/429 and a range the server could not serve (or served from another version of
+    the file), ``_MirrorFailed`` for other errors."""
+    state = state or {}
     code = response.status_code
     if code >= 500 or code == 429:
         raise _Retryable(f"HTTP {code} {response.reason}")
@@ -381,14 +559,19 @@ def _start_body(response: requests.Response, url: str, offset: int, part: Path, 
             _remove(part, note)
             raise _Retryable(f"the server resumed at a different byte ({response.headers.get('Content-Range')!r}) "
                              f"than {offset:,}; the partial file was dropped")
-        return None if match.group(3) == "*" else int(match.group(3))
+        total = None if match.group(3) == "*" else int(match.group(3))
+        validator = _validator(response)
+        if validator != state.get("validator") or (state.get("total") is not None and total != state["total"]):
+            _remove(part, note)
+            raise _Retryable(f"the server resumed another version of the file (validator {validator!r}, size "
+                             f"{total}; the partial file had {state.get('validator')!r}, {state.get('total')}); "
+                             "the partial file was dropped")
+        return total
     if code != 200:
         raise _MirrorFailed(f"unexpected HTTP {code} {response.reason}")
     length = response.headers.get("Content-Length")
     total = int(length) if length and length.isdigit() else None
-    etag = response.headers.get("ETag", "")
-    validator = etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
-    write_json(note, {"url": url, "total": total, "validator": validator})
+    write_json(note, {"url": url, "total": total, "validator": _validator(response), "final_url": response.url})
     return total
 
 
@@ -403,91 +586,280 @@ def _unsafe_name(name: str) -> str | None:
     return None
 
 
-def _link_leaves(member: str, target: str, relative_to_member: bool) -> bool:
-    """Whether a link ``member`` -> ``target`` points outside the extraction folder."""
-    target = target.replace("\\", "/")
-    if target.startswith("/") or re.match(r"[A-Za-z]:", target):
-        return True
-    base = posixpath.dirname(member.replace("\\", "/")) if relative_to_member else ""
-    resolved = posixpath.normpath(posixpath.join(base, target))
-    return resolved == ".." or resolved.startswith("../")
+def _unsafe_link(target: str) -> str | None:
+    """Why a symbolic link to ``target`` is refused. Only relative targets without ``..`` are kept: each
+    step of resolving one stays in the link's folder or below, so no chain of links can lead out."""
+    if not target:
+        return "it is a symbolic link with an empty target"
+    reason = _unsafe_name(target)
+    if reason:
+        return (f"it is a symbolic link to {target!r} ({reason.removeprefix('it ')}); only links to a relative "
+                "path without '..' are kept, as only they cannot lead outside the target folder")
+    return None
 
 
-def _refuse(archive: Path, member: str, reason: str) -> DescbenchError:
-    return DescbenchError(f"{archive}: refusing to extract member {member!r}: {reason}. The archive is damaged "
-                          "or not the published one; delete it and download it again")
+def _refuse(archive: Path | str, member: str, reason: str) -> ArchiveError:
+    return ArchiveError(f"{archive}: refusing to extract member {member!r}: {reason}")
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
+def _too_big(label: Path | str, total: int, limits: ExtractLimits) -> ArchiveError:
+    return ArchiveError(f"{label}: refusing to unpack it: its members add up to {_human(total)} (at least), more "
+                        f"than the {_human(limits.max_bytes)} the dataset can take (ExtractLimits.max_bytes; the "
+                        "published data is far smaller), as only a zip bomb does")
+
+
+def _ratio_reason(size: int, compressed: int, limits: ExtractLimits) -> str | None:
+    if size > limits.max_ratio * compressed + limits.ratio_slack_bytes:
+        return (f"it unpacks to more than {_human(size)} from {_human(compressed)} (over {limits.max_ratio:g} to 1, "
+                "ExtractLimits.max_ratio), as only a zip bomb does")
+    return None
+
+
+def _damaged(label: Path | str, member: str | None, exc: BaseException) -> ArchiveError:
+    where = f"member {member!r} cannot be read" if member else "cannot be read"
+    return ArchiveError(f"{label}: {where} ({type(exc).__name__}: {exc}); it is damaged or truncated")
+
+
+def _disk_full(where: Path, label: Path | str, need: int) -> DiskFullError:
+    error = DiskFullError(f"disk full at {where} while unpacking {label}: it needs about {_human(need)} free; free "
+                         "some space (or put DATA on a larger disk) and run again. The archive was kept: it is not "
+                         "damaged and will not be downloaded again")
+    error.need = need
+    return error
+
+
+# Errors that mean the archive's bytes are bad (OSError without errno, e.g. BadGzipFile, counts too).
+_READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, NotImplementedError,
+                RuntimeError)
+
+
+def _is_damage(exc: BaseException) -> bool:
+    return isinstance(exc, _READ_ERRORS) or (isinstance(exc, OSError) and exc.errno is None)
+
+
+def _archive_kind(path: Path, name: str | None = None) -> str | None:
+    """"zip" or "tar" by file name (``name`` if given), else by content; None if neither."""
+    name = (name or path.name).lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if re.search(r"\.(tar|tgz|tbz2?|txz)(\.\w+)?$", name):
+        return "tar"
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04" or zipfile.is_zipfile(path):
+                return "zip"
+        return "tar" if tarfile.is_tarfile(path) else None
+    except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError):
+        return None
+
+
+def safe_extract(archive: Path, dest: Path, *, limits: ExtractLimits | None = None) -> None:
     """Unpack a zip or tar archive into the existing folder ``dest``; refuse members with absolute paths or
-    ``..``, links pointing outside ``dest``, and special files, before anything is written."""
-    name = archive.name.lower()
-    if name.endswith(".zip") or (not re.search(r"\.(tar|tgz|tbz2|txz)(\.\w+)?$", name) and zipfile.is_zipfile(archive)):
-        _extract_zip(archive, dest)
-    elif tarfile.is_tarfile(archive):
-        _extract_tar(archive, dest)
+    ``..``, links that could lead outside ``dest``, special files, and more bytes than ``limits`` allow
+    (in all, or per compressed byte), before anything is written where possible and while writing."""
+    archive = Path(archive)
+    _unpack(archive, Path(dest), limits or ExtractLimits(), str(archive), None)
+
+
+def check_archive(archive: Path, *, limits: ExtractLimits | None = None, label: str | None = None,
+                  kind_name: str | None = None) -> None:
+    """Read the whole archive without writing anything, with the checks of ``safe_extract``: every zip
+    member against its CRC, every tar member and the compressed stream to its end. Raises ``ArchiveError``."""
+    archive = Path(archive)
+    _unpack(archive, None, limits or ExtractLimits(), label or str(archive), kind_name)
+
+
+def _unpack(archive: Path, dest: Path | None, limits: ExtractLimits, label: str, kind_name: str | None) -> None:
+    kind = _archive_kind(archive, kind_name)
+    if kind == "zip":
+        _extract_zip(archive, dest, limits, label)
+    elif kind == "tar":
+        _extract_tar(archive, dest, limits, label)
     else:
-        raise DescbenchError(f"{archive} is neither a zip nor a tar archive; delete it and download it again")
+        raise ArchiveError(f"{label} is neither a zip nor a tar archive")
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _zip_plan(zf: zipfile.ZipFile, label: str, limits: ExtractLimits) -> tuple[list[zipfile.ZipInfo], dict[str, str], int]:
+    """Check every member before anything is written; return them, the symbolic links (name -> target) and
+    the size the headers announce."""
+    members = zf.infolist()
+    if len(members) > limits.max_members:
+        raise ArchiveError(f"{label}: it has {len(members):,} members, more than the {limits.max_members:,} "
+                           "allowed (ExtractLimits.max_members)")
+    links: dict[str, str] = {}
+    seen: dict[str, bool] = {}  # normalised name -> is a link
+    total = 0
+    for info in members:
+        reason = _unsafe_name(info.filename)
+        is_link = stat.S_ISLNK(info.external_attr >> 16)
+        if reason is None and info.flag_bits & 0x1:
+            reason = "it is encrypted"
+        if reason is None and is_link:
+            if info.is_dir() or info.file_size > _MAX_LINK_TARGET:
+                reason = "it is marked as a symbolic link but is not one"
+            else:
+                try:
+                    links[info.filename] = zf.read(info).decode("utf-8", "surrogateescape")
+                except Exception as exc:
+                    if _is_damage(exc):
+                        raise _damaged(label, info.filename, exc) from exc
+                    raise
+                reason = _unsafe_link(links[info.filename])
+        key = "/".join(p for p in info.filename.split("/") if p not in ("", "."))
+        if reason is None and key in seen and (is_link or seen[key]):
+            reason = "it appears twice, once as a symbolic link"
+        seen[key] = is_link or seen.get(key, False)
+        if reason is None:
+            reason = _ratio_reason(info.file_size, info.compress_size, limits)
+        if reason:
+            raise _refuse(label, info.filename, reason)
+        total += info.file_size
+        if total > limits.max_bytes:
+            raise _too_big(label, total, limits)
+    return members, links, total
+
+
+class _Budget:
+    """Bytes written (or read through) so far against ``ExtractLimits.max_bytes``."""
+
+    def __init__(self, label: str, limits: ExtractLimits) -> None:
+        self.label, self.limits, self.total = label, limits, 0
+
+    def take(self, n: int) -> None:
+        if self.total + n > self.limits.max_bytes:
+            raise _too_big(self.label, self.total + n, self.limits)
+        self.total += n
+
+
+def _copy_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path | None, budget: _Budget) -> None:
+    """Stream one member to ``out`` (or nowhere), counting what comes out rather than trusting its header."""
+    limits, label = budget.limits, budget.label
+    member_limit = limits.max_ratio * info.compress_size + limits.ratio_slack_bytes
+    try:
+        src = zf.open(info)
+    except Exception as exc:
+        if _is_damage(exc):
+            raise _damaged(label, info.filename, exc) from exc
+        raise
+    with src, (open(out, "wb") if out is not None else contextlib.nullcontext()) as dst:
+        written = 0
+        while True:
+            try:
+                chunk = src.read(_READ_BYTES)
+            except Exception as exc:
+                if _is_damage(exc):
+                    raise _damaged(label, info.filename, exc) from exc
+                raise
+            if not chunk:
+                break
+            written += len(chunk)
+            if written > member_limit:
+                raise _refuse(label, info.filename, _ratio_reason(written, info.compress_size, limits))
+            budget.take(len(chunk))
+            if dst is not None:
+                dst.write(chunk)
+
+
+def _extract_zip(archive: Path, dest: Path | None, limits: ExtractLimits, label: str) -> None:
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
-        raise DescbenchError(f"{archive}: not a readable zip file ({exc}); delete it and download it again") from exc
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise ArchiveError(f"{label}: not a readable zip file ({exc}); it is damaged or truncated") from exc
     with zf:
-        members = zf.infolist()
-        links = {}
-        for info in members:
-            reason = _unsafe_name(info.filename)
-            if reason is None and stat.S_ISLNK(info.external_attr >> 16):
-                links[info.filename] = zf.read(info).decode("utf-8", "surrogateescape")
-                if _link_leaves(info.filename, links[info.filename], relative_to_member=True):
-                    reason = f"it is a symbolic link to {links[info.filename]!r}, outside the target folder"
-            if reason:
-                raise _refuse(archive, info.filename, reason)
-        root = dest.resolve()
-        for info in tqdm(members, desc=f"unzip {archive.name}", unit="file", leave=False):
-            out = dest / info.filename
-            if not out.resolve().is_relative_to(root):  # a parent is an in-archive link that leads out
-                raise _refuse(archive, info.filename, "it would be written outside the target folder")
-            if info.is_dir():
-                out.mkdir(parents=True, exist_ok=True)
-                continue
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if info.filename in links:
-                os.symlink(links[info.filename], out)
-                continue
-            try:
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _READ_BYTES)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise DescbenchError(f"{archive}: member {info.filename!r} cannot be read ({exc}); the archive "
-                                     "is damaged, delete it and download it again") from exc
+        members, links, total = _zip_plan(zf, label, limits)
+        budget = _Budget(label, limits)
+        root = dest.resolve() if dest is not None else None
+        verb = "unzip" if dest is not None else "test"
+        try:
+            for info in tqdm(members, desc=f"{verb} {archive.name}", unit="file", leave=False):
+                if dest is None:
+                    if not info.is_dir() and info.filename not in links:
+                        _copy_zip_member(zf, info, None, budget)
+                    continue
+                out = dest / info.filename
+                if not out.resolve().is_relative_to(root):  # a parent is an in-archive link that leads out
+                    raise _refuse(label, info.filename, "it would be written outside the target folder")
+                if info.is_dir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if info.filename in links:
+                    os.symlink(links[info.filename], out)
+                    continue
+                _copy_zip_member(zf, info, out, budget)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                raise _disk_full(dest, label, total) from exc
+            raise
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
+def _tar_plan(tf: tarfile.TarFile, archive: Path, label: str, limits: ExtractLimits) -> tuple[list[tarfile.TarInfo], int]:
+    """Read the headers one by one (stopping at the first bad one, before the rest is decompressed) and
+    check every member; return them and the bytes they hold."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    ratio_limit = limits.max_ratio * archive.stat().st_size + limits.ratio_slack_bytes
+    for member in tf:
+        if len(members) >= limits.max_members:
+            raise ArchiveError(f"{label}: it has more than the {limits.max_members:,} members allowed "
+                               "(ExtractLimits.max_members)")
+        reason = _unsafe_name(member.name)
+        if reason is None and member.issym():
+            reason = _unsafe_link(member.linkname)
+        if reason is None and member.islnk() and _unsafe_name(member.linkname):
+            reason = f"it is a hard link to {member.linkname!r}, outside the target folder"
+        if reason is None and not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            reason = "it is a device, FIFO or other special file"
+        if reason:
+            raise _refuse(label, member.name, reason)
+        if member.isfile():
+            total += member.size
+            if total > limits.max_bytes:
+                raise _too_big(label, total, limits)
+            if total > ratio_limit:
+                raise _refuse(label, member.name, f"the archive unpacks to more than {_human(total)} from "
+                              f"{_human(archive.stat().st_size)} (over {limits.max_ratio:g} to 1, "
+                              "ExtractLimits.max_ratio), as only a tar bomb does")
+        members.append(member)
+    return members, total
+
+
+def _extract_tar(archive: Path, dest: Path | None, limits: ExtractLimits, label: str) -> None:
+    total = 0
     try:
         with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for member in members:
-                reason = _unsafe_name(member.name)
-                if reason is None and member.issym() and _link_leaves(member.name, member.linkname, True):
-                    reason = f"it is a symbolic link to {member.linkname!r}, outside the target folder"
-                if reason is None and member.islnk() and (_unsafe_name(member.linkname)
-                                                          or _link_leaves(member.name, member.linkname, False)):
-                    reason = f"it is a hard link to {member.linkname!r}, outside the target folder"
-                if reason is None and not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-                    reason = "it is a device, FIFO or other special file"
-                if reason:
-                    raise _refuse(archive, member.name, reason)
-            for member in tqdm(members, desc=f"untar {archive.name}", unit="file", leave=False):
-                tf.extract(member, dest, filter="data")  # the stdlib's own guard against what slipped through
+            members, total = _tar_plan(tf, archive, label, limits)
+            budget = _Budget(label, limits)
+            verb = "untar" if dest is not None else "test"
+            for member in tqdm(members, desc=f"{verb} {archive.name}", unit="file", leave=False):
+                if dest is not None:
+                    if member.isfile():
+                        budget.take(member.size)  # tarfile writes exactly member.size bytes, or fails
+                    tf.extract(member, dest, filter="data")  # the stdlib's own guard against what slipped through
+                elif member.isfile():
+                    src = tf.extractfile(member)
+                    while chunk := src.read(_READ_BYTES):
+                        budget.take(len(chunk))
+            # Read to the end, so a gzip/bz2/xz stream checks its CRC and length trailer (a cut file fails here).
+            drained, ratio_limit = 0, limits.max_ratio * archive.stat().st_size + limits.ratio_slack_bytes
+            while chunk := tf.fileobj.read(_READ_BYTES):
+                drained += len(chunk)
+                if total + drained > ratio_limit:
+                    raise ArchiveError(f"{label}: more than {_human(drained)} of padding follow the last member "
+                                       f"(over {limits.max_ratio:g} to 1), as only a tar bomb does")
     except tarfile.FilterError as exc:
-        raise _refuse(archive, exc.tarinfo.name, str(exc)) from exc
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DescbenchError(f"{archive}: cannot be unpacked ({exc}); the archive is damaged, delete it and "
-                             "download it again") from exc
+        raise _refuse(label, exc.tarinfo.name, str(exc)) from exc
+    except ArchiveError:
+        raise
+    except Exception as exc:
+        if _is_damage(exc):
+            raise ArchiveError(f"{label}: cannot be unpacked ({type(exc).__name__}: {exc}); it is damaged or "
+                               "truncated") from exc
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise _disk_full(dest, label, total) from exc
+        raise
 
 
 def _content_root(folder: Path) -> Path:
@@ -500,23 +872,48 @@ def _content_root(folder: Path) -> Path:
         folder = entries[0]
 
 
-def extract_archive(archive: Path, target: Path, validate: Callable[[Path], str]) -> str:
+def _check_links_inside(archive: Path, folder: Path) -> None:
+    """Every symbolic link in the unpacked tree, resolved on disk with the whole tree in place, must end
+    inside ``folder`` (already guaranteed by the link rule; checked again after dropping top folders)."""
+    root = folder.resolve()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root):
+                raise _refuse(archive, str(path.relative_to(folder)),
+                              f"it is a symbolic link to {os.readlink(path)!r}, which leads outside the folder")
+
+
+def extract_archive(archive: Path, target: Path, validate: Callable[[Path], str], *,
+                    limits: ExtractLimits | None = None) -> str:
     """Unpack ``archive`` so its content (without top folders) becomes ``target``; ``validate`` checks the
-    content first and returns its summary. On any error ``target`` is left as it was."""
-    with atomic_dir(target) as staging:
-        unpacked = staging / ".unpacked"
-        unpacked.mkdir()
-        safe_extract(archive, unpacked)
-        root = _content_root(unpacked)
-        for entry in list(root.iterdir()):
-            if entry.name not in _IGNORED_ENTRIES:
-                os.replace(entry, staging / entry.name)
-        shutil.rmtree(unpacked)
-        try:
-            return validate(staging)
-        except DescbenchError as exc:
-            raise DescbenchError(f"{archive} does not hold the expected data: {exc}. Delete the archive and "
-                                 "its .meta.json and download it again") from exc
+    content first and returns its summary. On any error ``target`` is left as it was. Raises
+    ``ArchiveError`` when the archive is at fault, ``ContentError`` when it holds other data than expected,
+    ``DiskFullError`` when the disk fills up (the archive is fine)."""
+    archive, target = Path(archive), Path(target)
+    try:
+        with atomic_dir(target) as staging:
+            unpacked = staging / ".unpacked"
+            unpacked.mkdir()
+            safe_extract(archive, unpacked, limits=limits)
+            root = _content_root(unpacked)
+            for entry in list(root.iterdir()):
+                if entry.name not in _IGNORED_ENTRIES:
+                    os.replace(entry, staging / entry.name)
+            shutil.rmtree(unpacked)
+            _check_links_inside(archive, staging)
+            try:
+                return validate(staging)
+            except DescbenchError as exc:
+                raise ContentError(f"{archive} does not hold the expected data: {exc}. Delete the archive and "
+                                   "its .meta.json and download it again") from exc
+    except DiskFullError as exc:  # name the folder the user knows, not the staging folder
+        raise _disk_full(target.parent, archive, exc.need) from exc.__cause__
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise _disk_full(target.parent, archive, archive.stat().st_size) from exc
+        raise DescbenchError(f"cannot unpack {archive} into {target}: {exc}. The archive was kept; check that "
+                             f"{target.parent} is writable") from exc
 
 
 # ---------------------------------------------------------------------------------------- content checks
@@ -586,20 +983,22 @@ def validate_hpatches_folder(folder: Path, source: HPatchesSource) -> str:
 
 def download_ubc_set(source: UBCSetSource, root: Path, *, http: HttpOptions = HttpOptions(),
                      expect_sha256: str | None = None, from_dir: Path | None = None,
-                     session: requests.Session | None = None) -> DatasetResult:
-    """``DATA/raw/ubc/<set>/`` from the set's verified archive in ``DATA/raw/archives/``."""
+                     session: requests.Session | None = None, limits: ExtractLimits | None = None) -> DatasetResult:
+    """``DATA/raw/ubc/<set>/`` from the set's verified archive in ``DATA/raw/archives/``; the archive may unpack
+    to ``limits`` (default: from the set's size, ``ubc_unpack_limits``)."""
     return _archive_dataset(source.name, source.archive, Path(root) / "raw" / "ubc" / source.name,
                             lambda folder: validate_ubc_folder(folder, source), Path(root), http,
-                            expect_sha256, from_dir, session)
+                            expect_sha256, from_dir, session, limits or ubc_unpack_limits(source))
 
 
 def download_hpatches(source: HPatchesSource, root: Path, *, http: HttpOptions = HttpOptions(),
                       expect_sha256: str | None = None, from_dir: Path | None = None,
-                      session: requests.Session | None = None) -> DatasetResult:
-    """``DATA/raw/hpatches-release/<seq>/`` from the verified release archive in ``DATA/raw/archives/``."""
+                      session: requests.Session | None = None, limits: ExtractLimits | None = None) -> DatasetResult:
+    """``DATA/raw/hpatches-release/<seq>/`` from the verified release archive in ``DATA/raw/archives/``; the
+    archive may unpack to ``limits`` (default: from the release's size, ``hpatches_unpack_limits``)."""
     return _archive_dataset(source.archive.name, source.archive, Path(root) / "raw" / "hpatches-release",
                             lambda folder: validate_hpatches_folder(folder, source), Path(root), http,
-                            expect_sha256, from_dir, session)
+                            expect_sha256, from_dir, session, limits or hpatches_unpack_limits(source))
 
 
 def download_hpatches_tasks(source: TaskFilesSource, root: Path, *, http: HttpOptions = HttpOptions(),
@@ -615,7 +1014,7 @@ def download_hpatches_tasks(source: TaskFilesSource, root: Path, *, http: HttpOp
 
 def _archive_dataset(name: str, remote: RemoteFile, target: Path, validate: Callable[[Path], str], root: Path,
                      http: HttpOptions, expect_sha256: str | None, from_dir: Path | None,
-                     session: requests.Session | None) -> DatasetResult:
+                     session: requests.Session | None, limits: ExtractLimits | None = None) -> DatasetResult:
     archives = root / "raw" / "archives"
     summary = None
     if target.is_dir():
@@ -626,12 +1025,31 @@ def _archive_dataset(name: str, remote: RemoteFile, target: Path, validate: Call
     fetched = _recorded_only(remote, archives, expect_sha256) if summary else None
     if fetched is None:
         fetched = fetch(remote, archives, http=http, expect_sha256=expect_sha256, from_dir=from_dir,
-                        session=session)
+                        session=session, archive_limits=limits)
     if summary is not None and fetched.reused:
         return DatasetResult(name, target, summary, (fetched,), reused=True)
     log.info("unpacking %s into %s", fetched.path, target)
-    summary = extract_archive(fetched.path, target, validate)
+    try:
+        summary = extract_archive(fetched.path, target, validate, limits=limits)
+    except ArchiveError as exc:
+        if fetched.pinned:  # the published file itself: another download brings the same bytes
+            raise
+        raise _discard_unpinned(fetched, archives, exc) from exc
     return DatasetResult(name, target, summary, (fetched,), reused=False)
+
+
+def _discard_unpinned(fetched: FetchResult, archives: Path, exc: ArchiveError) -> ArchiveError:
+    """An archive no checksum vouches for failed to unpack: forget it, so a rerun does not reuse it. Our own
+    download is deleted; the user's file (--from-dir) is left in place, only its record goes."""
+    meta = _meta_path(archives, fetched.path.name)
+    if fetched.path.parent.resolve() == archives.resolve():
+        _remove(fetched.path, meta)
+        log.warning("%s: deleted (%s)", fetched.path, exc.what)
+        return ArchiveError(exc.what, f"No checksum is published for it, so it was deleted (and {meta.name}); run "
+                                      "the command again to download it afresh")
+    _remove(meta)
+    return ArchiveError(exc.what, f"No checksum is published for it and it is your own file ({fetched.path}, left in "
+                                  "place); replace it with a good copy, or run without --from-dir to download one")
 
 
 def _recorded_only(remote: RemoteFile, archives: Path, expect_sha256: str | None) -> FetchResult | None:

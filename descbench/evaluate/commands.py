@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from descbench.errors import DescbenchError
+
 DEFAULT_DATA = Path("data")
+UBC_RESULT_FILES = ("pairs.csv", "summary.json")
 
 
 def _add_source(parser: argparse.ArgumentParser, allow_files: bool) -> None:
@@ -48,18 +51,28 @@ def _default_out(kind: str, args: argparse.Namespace, what: str) -> Path:
     return Path("results") / "adhoc" / kind / name / what
 
 
+def _prepare_out(out: Path, result_files: tuple[str, ...], kind: str) -> Path:
+    """Before any work starts: ``out`` holds nothing but an earlier result set, and it can be replaced
+    (a staging folder renamed into place), so a bad ``--out`` fails in seconds, not after the work."""
+    from descbench.evaluate.hpatches import check_replaceable
+    from descbench.fileio import check_writable
+
+    check_replaceable(out, result_files, kind)
+    check_writable(out, option="--out", replace=True)
+    return out
+
+
 def _evaluate_ubc(args: argparse.Namespace) -> int:
     from descbench.data.ubc import load_ubc
+    from descbench.evaluate.hpatches import write_result_set
     from descbench.evaluate.ubc import evaluate_ubc
-    from descbench.fileio import write_csv, write_json
 
+    out = _prepare_out(args.out or _default_out("ubc", args, args.test_set), UBC_RESULT_FILES, "UBC")
     extractor = _extractor(args)
     table, summary = evaluate_ubc(extractor, load_ubc(args.data, args.test_set), args.test_set,
                                   args.convention)
     summary["descriptor"] = _source_name(args, extractor)
-    out = args.out or _default_out("ubc", args, args.test_set)
-    write_csv(out / "pairs.csv", table)
-    write_json(out / "summary.json", summary)
+    write_result_set(out, {"pairs": table}, summary, UBC_RESULT_FILES, "UBC")
     print(f"UBC {args.test_set}: FPR95 = {100 * summary['fpr95']:.2f} % "
           f"({summary['descriptor']}, {args.convention} convention, {summary['n_pairs']} pairs) -> {out}")
     return 0
@@ -81,7 +94,6 @@ def _hpatches_descriptors(args: argparse.Namespace, sequences_needed: list[str] 
 
 def _evaluate_hpatches(args: argparse.Namespace) -> int:
     from descbench.data.hpatches import tasks_dir
-    from descbench.errors import DescbenchError
     from descbench.evaluate import hpatches, tasks as taskfiles
 
     convention = hpatches.convention_for(args.convention, args.distance)
@@ -92,23 +104,46 @@ def _evaluate_hpatches(args: argparse.Namespace) -> int:
     unknown = [t for t in selected if t not in hpatches.TASKS]
     if unknown or not selected:
         raise DescbenchError(f"--tasks {args.tasks!r}: use a comma list of {', '.join(hpatches.TASKS)}")
+    out = _prepare_out(args.out or _default_out("hpatches", args, args.split), hpatches.RESULT_FILES,
+                       "HPatches")
     needed = list(split["test"]) if convention.name == "python" else None
     per_sequence, name = _hpatches_descriptors(args, needed)
     desc = hpatches.HPatchesDescriptors(per_sequence)
     results, summary = hpatches.evaluate(desc, task_dir, args.split, convention, selected)
     summary["descriptor"] = name
-    out = args.out or _default_out("hpatches", args, args.split)
     hpatches.write_results(out, results, summary)
     print(hpatches.format_summary(summary))
     print(f"-> {out}")
     return 0
 
 
+def _check_export_out(out: Path) -> None:
+    """``out`` is absent, empty or an earlier export (sequence folders of descriptor files only)."""
+    from descbench.evaluate.extract import IMAGE_TYPES
+
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise DescbenchError(f"--out {out} exists and is not a folder; choose a folder for the descriptors")
+    names = {f"{t}.{ext}" for t in IMAGE_TYPES for ext in ("csv", "npy")}
+    foreign = sorted(p.name for p in out.iterdir() if not p.is_dir() or p.is_symlink()
+                     or any(f.name not in names or not f.is_file() for f in p.iterdir()))
+    if foreign:
+        raise DescbenchError(
+            f"--out {out} holds files that are not exported descriptors ({', '.join(foreign[:5])}"
+            f"{' …' if len(foreign) > 5 else ''}); the export replaces the whole folder, so choose a new "
+            "or empty folder")
+
+
 def _export(args: argparse.Namespace) -> int:
     from descbench.evaluate import extract
+    from descbench.fileio import atomic_dir, check_writable
 
+    _check_export_out(args.out)
+    check_writable(args.out, option="--out", replace=True)
     per_sequence, _ = _hpatches_descriptors(args, None)
-    extract.write_descriptor_dir(args.out, per_sequence, fmt=args.format, delimiter=args.delimiter)
+    with atomic_dir(args.out) as staging:  # all sequences or none: a partial export would look finished
+        extract.write_descriptor_dir(staging, per_sequence, fmt=args.format, delimiter=args.delimiter)
     print(f"wrote descriptors of {len(per_sequence)} sequences to {args.out}")
     return 0
 
@@ -124,7 +159,8 @@ def register(subparsers) -> None:
     ubc.add_argument("--convention", default="hardnet", choices=("hardnet", "hynet"),
                      help="FPR95 threshold convention (default hardnet)")
     ubc.add_argument("--out", type=Path, default=None,
-                     help="output folder for pairs.csv and summary.json (default results/adhoc/ubc/...)")
+                     help="output folder for pairs.csv and summary.json (default results/adhoc/ubc/...); "
+                          "written as a whole, replacing an earlier result set there")
     ubc.set_defaults(func=_evaluate_ubc)
 
     hp = sub.add_parser("hpatches", help="HPatches verification, matching and retrieval")
@@ -136,7 +172,8 @@ def register(subparsers) -> None:
     hp.add_argument("--tasks", default="verification,matching,retrieval",
                     help="comma list of tasks (default all three)")
     hp.add_argument("--out", type=Path, default=None,
-                    help="output folder for the tidy csvs and summary.json (default results/adhoc/hpatches/...)")
+                    help="output folder for the tidy csvs and summary.json (default results/adhoc/hpatches/...); "
+                         "written as a whole, replacing an earlier result set there")
     hp.set_defaults(func=_evaluate_hpatches)
 
     export = subparsers.add_parser(

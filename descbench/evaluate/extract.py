@@ -67,11 +67,52 @@ class Extractor:
                          for p in patches])
 
     def _batch(self, patches: np.ndarray) -> np.ndarray:
-        if self.network is None:
-            return np.asarray(self.descriptor.describe(np.asarray(patches)), dtype=np.float32)
-        x = torch.from_numpy(self._resize(patches).astype(np.float32) / 255.0)[:, None]
-        with torch.no_grad():
-            return self.network(x.to(self.device)).float().cpu().numpy()
+        """One batch through the plug-in; whatever it raises or returns wrong is a clear error."""
+        try:
+            if self.network is None:
+                result = self.descriptor.describe(np.asarray(patches))
+            else:
+                x = torch.from_numpy(self._resize(patches).astype(np.float32) / 255.0)[:, None]
+                with torch.no_grad():
+                    result = self.network(x.to(self.device))
+                if isinstance(result, torch.Tensor):
+                    result = result.float().cpu().numpy()
+        except DescbenchError:
+            raise
+        except Exception as exc:  # a bug in the plug-in (or a network that does not fit the input)
+            what = "describe" if self.network is None else "network"
+            memory = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+            fix = ("lower --batch-size" if memory else
+                   "fix the plug-in (`descbench --debug ...` shows the traceback)")
+            raise DescbenchError(
+                f"descriptor {self.descriptor.label}: {what} failed on a batch of {len(patches)} patches "
+                f"of {patches.shape[1]}x{patches.shape[2]} uint8 ({type(exc).__name__}: {exc}); {fix}") from exc
+        return self._checked(result, len(patches))
+
+    def _checked(self, result, n: int) -> np.ndarray:
+        """``result`` as float32 (n, dim), or an error naming the plug-in and what is wrong."""
+        label = self.descriptor.label
+        contract = f"it must return a float32 array of shape (N, {self.dim}) (N patches, dim={self.dim})"
+        if isinstance(result, torch.Tensor):
+            raise DescbenchError(f"descriptor {label} returned a torch.Tensor; {contract}, a numpy array")
+        try:
+            arr = np.asarray(result)
+        except Exception as exc:
+            raise DescbenchError(f"descriptor {label} returned a {type(result).__name__} that is not an "
+                                 f"array ({exc}); {contract}") from exc
+        if arr.dtype.kind not in "fiu":
+            raise DescbenchError(f"descriptor {label} returned {type(result).__name__} of dtype {arr.dtype} "
+                                 f"(not real numbers); {contract}")
+        if arr.shape != (n, self.dim):
+            raise DescbenchError(
+                f"descriptor {label} returned shape {arr.shape} for {n} patches; {contract}, as its "
+                "registration says")
+        with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: Inf, reported below
+            arr = arr.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(arr)):
+            raise DescbenchError(f"descriptor {label} produced NaN or Inf values (e.g. dividing by a zero "
+                                 "norm: add an epsilon); fix the plug-in")
+        return arr
 
     def __call__(self, patches: np.ndarray, progress: tqdm | None = None) -> np.ndarray:
         if patches.ndim != 3 or patches.dtype != np.uint8:
@@ -79,14 +120,7 @@ class Extractor:
         out = np.empty((len(patches), self.dim), dtype=np.float32)
         for start in range(0, len(patches), self.batch_size):
             batch = patches[start:start + self.batch_size]
-            desc = self._batch(batch)
-            if desc.shape != (len(batch), self.dim):
-                raise DescbenchError(
-                    f"descriptor {self.name!r} returned shape {desc.shape} for {len(batch)} patches; "
-                    f"its registration says dim={self.dim}")
-            if not np.all(np.isfinite(desc)):
-                raise DescbenchError(f"descriptor {self.name!r} produced NaN or Inf values")
-            out[start:start + len(batch)] = desc
+            out[start:start + len(batch)] = self._batch(batch)
             if progress is not None:
                 progress.update(len(batch))
         return out
@@ -126,10 +160,23 @@ def _sniff_delimiter(path: Path) -> str:
 
 def _read_table(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
-        arr = np.load(path)
+        try:
+            arr = np.load(path, allow_pickle=False)  # a shared file must not be able to run code
+        except (ValueError, EOFError) as exc:
+            raise DescbenchError(
+                f"cannot read descriptor file {path} ({exc}): it must be a numeric (N, dim) array saved "
+                "with numpy.save (no object arrays or pickles); write it again") from exc
+        if not isinstance(arr, np.ndarray):
+            raise DescbenchError(f"{path} is an archive of several arrays (.npz?), not one (N, dim) array")
+        if arr.dtype.kind not in "fiu":
+            raise DescbenchError(f"{path} holds {arr.dtype} values; descriptor files must hold real numbers "
+                                 "(float32 preferred)")
     else:
         try:
             arr = pd.read_csv(path, header=None, sep=_sniff_delimiter(path)).to_numpy(dtype=np.float32)
+        except UnicodeDecodeError as exc:
+            raise DescbenchError(f"cannot read descriptor file {path}: it is not text ({exc}); a .csv file "
+                                 "must hold numbers separated by ',' or ';'") from exc
         except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DescbenchError(f"cannot read descriptor file {path} ({exc}); it must hold numbers "
                                  "separated by ',' or ';' (check the delimiter)") from exc
@@ -138,7 +185,12 @@ def _read_table(path: Path) -> np.ndarray:
     if arr.shape[1] == 1:
         raise DescbenchError(
             f"{path} has a single column: the delimiter is probably wrong (use ',' or ';')")
-    return arr.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: Inf, reported below
+        arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise DescbenchError(f"{path} contains NaN or Inf (or values beyond float32); fix the descriptor "
+                             "that wrote it")
+    return arr
 
 
 def load_descriptor_dir(path: str | os.PathLike, expected_lengths: Mapping[str, int] | None = None

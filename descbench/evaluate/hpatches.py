@@ -49,7 +49,7 @@ from descbench.evaluate import distances as dist
 from descbench.evaluate import tasks as taskfiles
 from descbench.evaluate.ranking import (average_precision, negatives_before_positives, roc_auc,
                                         stable_rank)
-from descbench.fileio import write_csv, write_json
+from descbench.fileio import atomic_dir, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ N_POSITIVES_RETRIEVAL = 5
 CONVENTIONS = ("python", "matlab")
 TASKS = ("verification", "matching", "retrieval")
 _CHUNK = 1 << 16
+_DEGENERACY_SAMPLE = 20000   # ref descriptors looked at by HPatchesDescriptors.degeneracy
+_DEGENERATE_SHARE = 0.10     # one vector shared by this fraction of them
+_DEGENERATE_DISTINCT = 0.5   # fewer distinct vectors than this fraction
+_COLLAPSED_SPREAD = 1e-4     # typical distance between two descriptors / their norm
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,8 @@ class HPatchesDescriptors:
         if len(dims) != 1:
             raise DescbenchError(f"descriptors have different dimensions across sequences: {sorted(dims)}")
         self.dim = dims.pop()
+        if self.dim < 1:
+            raise DescbenchError("descriptors have dimension 0; every descriptor needs at least one value")
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.data = np.empty((int(self.offsets[-1]), len(IMAGE_TYPES), self.dim), dtype=np.float32)
         for k, name in enumerate(self.names):
@@ -122,7 +128,6 @@ class HPatchesDescriptors:
                     "(e.g. normalise with an epsilon)")
             self.data[self.offsets[k]:self.offsets[k + 1]] = block.transpose(1, 0, 2)
         self.index = {name: k for k, name in enumerate(self.names)}
-        self._warn_if_degenerate()
 
     def __len__(self) -> int:
         return len(self.names)
@@ -136,12 +141,40 @@ class HPatchesDescriptors:
         k = self.index[name]
         return np.ascontiguousarray(self.data[self.offsets[k]:self.offsets[k + 1], image])
 
-    def _warn_if_degenerate(self) -> None:
+    def degeneracy(self) -> str | None:
+        """Why the ref descriptors look degenerate, or None. A warning only (the scores stand).
+
+        Exact ties decide the official tie rules (python retrieval lists positives first, so a
+        constant descriptor scores retrieval mAP 1), so near-degenerate output is caught too: on an
+        evenly spaced sample of the ref descriptors, one vector shared by >= 10 % of them, fewer than
+        half of them distinct, or a typical distance between two of them below 1e-4 of their norm.
+        """
         ref = self.data[:, 0]
-        if len(ref) > 1 and np.array_equal(ref, np.broadcast_to(ref[:1], ref.shape)):
-            log.warning(
-                "all ref descriptors are identical (a degenerate descriptor); the official python "
-                "convention scores such a descriptor retrieval mAP 1 because ties favour positives")
+        n = len(ref)
+        if n < 2:
+            return None
+        take = np.unique(np.linspace(0, n - 1, min(n, _DEGENERACY_SAMPLE)).round().astype(np.int64))
+        sample = np.ascontiguousarray(ref[take]) + np.float32(0)  # + 0 turns -0.0 into 0.0
+        m = len(sample)
+        _, counts = np.unique(sample.view(np.dtype((np.void, sample.strides[0]))).ravel(),
+                              return_counts=True)
+        largest, distinct = counts.max() / m, len(counts) / m
+        if largest >= _DEGENERATE_SHARE:
+            what = ("all the ref descriptors are identical" if len(counts) == 1 else
+                    f"{100 * largest:.1f} % of the ref descriptors (sample of {m}) are one and the same vector")
+        elif distinct < _DEGENERATE_DISTINCT:
+            what = f"only {100 * distinct:.1f} % of the ref descriptors (sample of {m}) are distinct"
+        else:
+            s64 = sample.astype(np.float64)
+            spread = float(np.median(np.linalg.norm(s64 - s64[(np.arange(m) + m // 2) % m], axis=1)))
+            scale = float(np.median(np.linalg.norm(s64, axis=1)))
+            if not spread <= _COLLAPSED_SPREAD * scale:
+                return None
+            what = (f"the ref descriptors have collapsed: two of them differ by {spread:.3g} (median over a "
+                    f"sample of {m} pairs), {spread / scale:.1e} of their norm {scale:.3g}")
+        return (f"degenerate descriptor: {what}. Ties and float32 rounding then decide the scores (the "
+                "official python convention lists positives first in retrieval, so a constant descriptor "
+                "scores retrieval mAP 1); check the descriptor before trusting its numbers")
 
     def rows(self, names: Sequence[str], seq_codes: np.ndarray, idx: np.ndarray, origin: str) -> np.ndarray:
         """Global rows of (names[seq_codes], idx); missing sequences or out-of-range idx are errors."""
@@ -372,6 +405,9 @@ def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise DescbenchError(f"unknown task(s) {unknown}; use any of {', '.join(TASKS)}")
+    warning = desc.degeneracy()
+    if warning:
+        log.warning("%s", warning)  # once per evaluation
     results: dict[str, pd.DataFrame] = {}
     if "verification" in tasks:
         results["verification"] = verification(desc, task_dir, split, convention)
@@ -387,11 +423,50 @@ def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name:
     return results, summary
 
 
-def write_results(out_dir: str | os.PathLike, results: Mapping[str, pd.DataFrame], summary: dict) -> None:
+RESULT_FILES = tuple(f"{task}.csv" for task in TASKS) + ("summary.json",)
+
+
+def check_replaceable(out_dir: str | os.PathLike, result_files: Sequence[str], kind: str) -> None:
+    """``out_dir`` may be replaced by a new result set: it is absent, or a folder holding nothing but
+    files of an earlier ``kind`` result set (``result_files``). Anything else is an error, so writing
+    a result never deletes the user's files."""
     out_dir = Path(out_dir)
-    for task, frame in results.items():
-        write_csv(out_dir / f"{task}.csv", frame)
-    write_json(out_dir / "summary.json", summary)
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise DescbenchError(f"--out {out_dir} exists and is not a folder; choose a folder for the "
+                             f"{kind} results")
+
+    def ours(entry: Path) -> bool:  # a result file, or the staging leftover of one (killed writer)
+        if entry.is_symlink():
+            return False
+        if entry.name in result_files:
+            return entry.is_file()
+        return entry.name.endswith(".tmp") and any(entry.name.startswith(f".{f}.") for f in result_files)
+
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir() if not ours(p))
+    if foreign:
+        raise DescbenchError(
+            f"--out {out_dir} holds files that are not {kind} results ({', '.join(foreign[:5])}"
+            f"{' …' if len(foreign) > 5 else ''}); the result set replaces the whole folder, so choose a "
+            f"new or empty folder (a result folder holds only {', '.join(result_files)})")
+
+
+def write_result_set(out_dir: str | os.PathLike, tables: Mapping[str, pd.DataFrame], summary: Mapping,
+                     result_files: Sequence[str], kind: str) -> None:
+    """Write ``<name>.csv`` per table and ``summary.json`` into a staging folder next to ``out_dir``
+    and rename it into place once all are written: a failure leaves the old set (or none), never a
+    partial one. A folder from an earlier run is replaced (its stale files go with it)."""
+    check_replaceable(out_dir, result_files, kind)
+    with atomic_dir(out_dir) as staging:
+        for name, frame in tables.items():
+            write_csv(staging / f"{name}.csv", frame)
+        write_json(staging / "summary.json", summary)
+
+
+def write_results(out_dir: str | os.PathLike, results: Mapping[str, pd.DataFrame], summary: dict) -> None:
+    """The HPatches result set ``<task>.csv`` + ``summary.json``, written atomically as one folder."""
+    write_result_set(out_dir, results, summary, RESULT_FILES, "HPatches")
 
 
 def format_summary(summary: Mapping) -> str:

@@ -74,16 +74,11 @@ def splits_path(task_dir: str | os.PathLike) -> Path:
 
 def load_splits(task_dir: str | os.PathLike) -> dict[str, dict]:
     """The splits by name: each a dict with ``name``, ``test`` and (a, b, c only) ``train``."""
-    path = splits_path(task_dir)
-    try:
-        splits = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DescbenchError(f"{path} is not valid JSON ({exc}); restore the official file") from exc
-    if not isinstance(splits, dict):
-        raise DescbenchError(f"{path} must map split names to splits")
+    from descbench.data.hpatches import read_splits
+
+    splits = read_splits(splits_path(task_dir),
+                         "restore the official file (descbench download hpatches-tasks --root DATA)")
     for key, split in splits.items():
-        if not isinstance(split, dict) or not isinstance(split.get("test"), list):
-            raise DescbenchError(f"{path}: split {key!r} has no 'test' list of sequences")
         split.setdefault("name", key)
     return splits
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from descbench import registry
     from descbench.data.ubc import load_ubc
     from descbench.errors import DescbenchError
-    from descbench.fileio import sha256_file
+    from descbench.fileio import check_writable, sha256_file
     from descbench.models import load_model, save_model
     from descbench.train.loop import train
 
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                              "from `descbench list`")
     recipe = desc.recipe.scale(args.scale)
     out = Path(args.out)
+    check_writable(out, option="--out")  # before any compute, not at the first checkpoint
     if (out / "checkpoint.pt").exists() and not args.resume:
         raise DescbenchError(f"{out / 'checkpoint.pt'} exists: pass --resume to continue that run, or "
                              "remove the directory to start over")

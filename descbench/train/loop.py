@@ -53,7 +53,8 @@ METRIC_COLUMNS = ("step", "epoch", "loss", "lr", "median_a", "median_b", "bound"
 VAL_CLASSES = {True: "held-out", False: "training-slice"}
 HIST_BINS = 50
 HIST_EDGES = np.linspace(0.0, 2.0, HIST_BINS + 1)  # distances on the unit sphere; w in [0, 1]
-CHECKPOINT_VERSION = 2  # 2: the run identity (train labels, start weights) is stored
+CHECKPOINT_VERSION = 3  # 2: the run identity is stored; 3: a SHA-256 of the payload, threads, samplers
+CHECKPOINT_FORMAT = "descbench-checkpoint"
 EVAL_CHUNK = 1024
 
 
@@ -340,6 +341,49 @@ def run_identity(recipe: TrainRecipe, seed: int, labels: np.ndarray,
     return identity
 
 
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` with a SHA-256 of its serialised bytes, so a damaged file is refused on
+    resume instead of resuming into different weights. The file stays a ``weights_only`` torch file."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    wrapped = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+               "sha256": hashlib.sha256(data).hexdigest(),
+               "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+    with atomic_path(path, need_bytes=len(data) + (1 << 20)) as tmp:
+        torch.save(wrapped, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The payload of a checkpoint written by ``save_checkpoint``; any damage is a clear error."""
+    fix = "remove it to start the run over, or train into another --out directory"
+    try:
+        wrapped = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, empty, not a torch file, or a pickle payload
+        raise DescbenchError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}); {fix}") from exc
+    if not isinstance(wrapped, dict) or wrapped.get("format") != CHECKPOINT_FORMAT:
+        raise DescbenchError(f"{path} is not a descbench training checkpoint; {fix}")
+    if wrapped.get("version") != CHECKPOINT_VERSION:
+        raise DescbenchError(f"{path} has checkpoint format {wrapped.get('version')!r}, this descbench "
+                             f"writes {CHECKPOINT_VERSION}; {fix}")
+    data = wrapped.get("payload")
+    if not torch.is_tensor(data) or data.dtype != torch.uint8 or data.dim() != 1:
+        raise DescbenchError(f"{path} holds no checkpoint payload; {fix}")
+    raw = data.numpy().tobytes()
+    if hashlib.sha256(raw).hexdigest() != wrapped.get("sha256"):
+        raise DescbenchError(f"{path} is damaged: its payload does not match its SHA-256; {fix}")
+    payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    missing = [k for k in CHECKPOINT_KEYS if k not in payload]
+    if missing:
+        raise DescbenchError(f"{path} lacks {', '.join(missing)}; {fix}")
+    return payload
+
+
+CHECKPOINT_KEYS = ("identity", "step", "model", "optimizer", "optimizer_stage", "torch_rng",
+                   "cuda_rng", "augment_rng", "rows", "diagnostics", "val_before")
+
+
 def _check_same_run(ckpt_path: Path, stored: dict[str, str], current: dict[str, str]) -> None:
     differ = [key for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
     if differ:
@@ -437,11 +481,7 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
         step, rows, diag, opt_state, opt_stage = 0, [], {"steps": [], "a": [], "b": [], "w": []}, None, -1
         val_before = math.nan
         if resume and ckpt_path.is_file():
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ck.get("version") != CHECKPOINT_VERSION:
-                raise DescbenchError(f"{ckpt_path} has checkpoint format {ck.get('version')!r}, this "
-                                     f"descbench writes {CHECKPOINT_VERSION}; remove it or train into "
-                                     "another --out directory")
+            ck = load_checkpoint(ckpt_path)
             _check_same_run(ckpt_path, ck["identity"], identity)
             net.load_state_dict(ck["model"])
             step, rows, diag = ck["step"], ck["rows"], ck["diagnostics"]
@@ -484,8 +524,7 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
                 "augment_rng": generator.get_state(), "rows": rows, "diagnostics": diag,
                 "val_before": val_before,
             }
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(payload, tmp)
+            save_checkpoint(ckpt_path, payload)
             _write_outputs(out_dir, rows, diag, val_classes)
 
         while step < total:

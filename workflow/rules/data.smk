@@ -1,5 +1,7 @@
 # Data: raw downloads (paper) or the generated offline datasets (mini), then the prepared arrays.
 # Raw inputs keep their original formats under DATA/raw; `descbench prepare` writes DATA/ubc, DATA/hpatches.
+# Every value interpolated into a shell command is quoted ({x:q}): paths may hold spaces and non-ASCII
+# letters, and nothing from the config can reach the shell as syntax (the schema also refuses metacharacters).
 
 RAW_HPATCHES = f"{DATA}/raw/hpatches-release"
 RAW_TASKS = f"{DATA}/raw/hpatches-tasks"
@@ -27,7 +29,7 @@ if config["data"]["source"] == "download":
         resources:
             downloads=1,
         shell:
-            "descbench download ubc {wildcards.ubc_set} --root {DATA} > {log} 2>&1"
+            "descbench download ubc {wildcards.ubc_set:q} --root {DATA:q} > {log:q} 2>&1"
 
     rule download_hpatches:
         output:
@@ -40,7 +42,7 @@ if config["data"]["source"] == "download":
         resources:
             downloads=1,
         shell:
-            "descbench download hpatches --root {DATA} > {log} 2>&1"
+            "descbench download hpatches --root {DATA:q} > {log:q} 2>&1"
 
     rule download_hpatches_tasks:
         output:
@@ -53,7 +55,7 @@ if config["data"]["source"] == "download":
         resources:
             downloads=1,
         shell:
-            "descbench download hpatches-tasks --root {DATA} > {log} 2>&1"
+            "descbench download hpatches-tasks --root {DATA:q} > {log:q} 2>&1"
 
 else:
 
@@ -70,7 +72,7 @@ else:
             seed=config["data"].get("mini_seed", 0),
         threads: 1
         shell:
-            "descbench make-mini --out {DATA} --seed {params.seed} > {log} 2>&1"
+            "descbench make-mini --out {DATA:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule prepare_ubc:
@@ -84,7 +86,7 @@ rule prepare_ubc:
         f"{RESULTS}/benchmarks/data/prepare_ubc_{{ubc_set}}.tsv"
     threads: 1
     shell:
-        "descbench prepare ubc {wildcards.ubc_set} --root {DATA} > {log} 2>&1"
+        "descbench prepare ubc {wildcards.ubc_set:q} --root {DATA:q} > {log:q} 2>&1"
 
 
 rule prepare_hpatches:
@@ -99,4 +101,4 @@ rule prepare_hpatches:
         f"{RESULTS}/benchmarks/data/prepare_hpatches.tsv"
     threads: 1
     shell:
-        "descbench prepare hpatches --root {DATA} > {log} 2>&1"
+        "descbench prepare hpatches --root {DATA:q} > {log:q} 2>&1"

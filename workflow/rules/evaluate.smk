@@ -1,5 +1,6 @@
 # Evaluation: every learned model on every UBC set it was not trained on, the models of the configured
 # HPatches train set on HPatches; handcrafted descriptors once per UBC test set and once on HPatches.
+# Every value interpolated into a shell command is quoted ({x:q}; see data.smk).
 
 UBC_LEARNED = f"{RESULTS}/{layout.UBC_LEARNED_DIR}"
 UBC_HANDCRAFTED = f"{RESULTS}/{layout.UBC_HANDCRAFTED_DIR}"
@@ -23,8 +24,8 @@ rule evaluate_ubc_model:
         out=lambda wildcards: UBC_LEARNED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate ubc --model {input.model} --test-set {wildcards.test_set} --data {DATA}"
-        " --convention {UBC_CONVENTION} --out {params.out} > {log} 2>&1"
+        "descbench evaluate ubc --model {input.model:q} --test-set {wildcards.test_set:q} --data {DATA:q}"
+        " --convention {UBC_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule evaluate_ubc_handcrafted:
@@ -40,8 +41,8 @@ rule evaluate_ubc_handcrafted:
         out=lambda wildcards: UBC_HANDCRAFTED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate ubc --descriptor {wildcards.method} --test-set {wildcards.test_set}"
-        " --data {DATA} --convention {UBC_CONVENTION} --out {params.out} > {log} 2>&1"
+        "descbench evaluate ubc --descriptor {wildcards.method:q} --test-set {wildcards.test_set:q}"
+        " --data {DATA:q} --convention {UBC_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule evaluate_hpatches_model:
@@ -58,8 +59,8 @@ rule evaluate_hpatches_model:
         out=lambda wildcards: HP_LEARNED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate hpatches --model {input.model} --split {wildcards.split} --data {DATA}"
-        " --convention {HP_CONVENTION} --out {params.out} > {log} 2>&1"
+        "descbench evaluate hpatches --model {input.model:q} --split {wildcards.split:q} --data {DATA:q}"
+        " --convention {HP_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule evaluate_hpatches_handcrafted:
@@ -75,5 +76,5 @@ rule evaluate_hpatches_handcrafted:
         out=lambda wildcards: HP_HANDCRAFTED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate hpatches --descriptor {wildcards.method} --split {wildcards.split}"
-        " --data {DATA} --convention {HP_CONVENTION} --out {params.out} > {log} 2>&1"
+        "descbench evaluate hpatches --descriptor {wildcards.method:q} --split {wildcards.split:q}"
+        " --data {DATA:q} --convention {HP_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"

@@ -69,5 +69,5 @@ rule report:
         config_json=json.dumps(config, sort_keys=True),
     threads: 1
     shell:
-        "descbench report --config-json {params.config_json:q} --results {RESULTS} --out {RESULTS}"
-        " > {log} 2>&1"
+        "descbench report --config-json {params.config_json:q} --results {RESULTS:q} --out {RESULTS:q}"
+        " > {log:q} 2>&1"

@@ -15,9 +15,10 @@ def train_inputs(wildcards):
 
 
 def init_flag(wildcards, input):
-    """--init-from for methods that continue another method's model."""
+    """--init-from for methods that continue another method's model: argv words, quoted one by one by
+    {params.init:q} in the shell command (an empty list adds nothing)."""
     parent_model = getattr(input, "init", None)
-    return f"--init-from {parent_model}" if parent_model is not None else ""
+    return ["--init-from", parent_model] if parent_model is not None else []
 
 
 rule train:
@@ -38,11 +39,12 @@ rule train:
     resources:
         gpu=config["train_gpus"],
     shell:
-        "descbench train --method {wildcards.method} --train-set {wildcards.train_set}"
-        " --seed {wildcards.seed} --data {DATA} --out {params.out} --scale {params.scale}"
-        " --device {params.device} --threads {threads} --no-progress {params.init}"
+        # Every interpolated value is quoted ({x:q}), also inside $(...): paths may hold spaces.
+        "descbench train --method {wildcards.method:q} --train-set {wildcards.train_set:q}"
+        " --seed {wildcards.seed:q} --data {DATA:q} --out {params.out:q} --scale {params.scale:q}"
+        " --device {params.device:q} --threads {threads:q} --no-progress {params.init:q}"
         # A run killed mid-training left OUT/checkpoint.pt: continue from it. Decided when the job
         # starts (not in params, so it never changes what Snakemake recorded); the checkpoint of a
         # finished run is removed, so a job re-run for new inputs starts afresh.
-        " $([ -f {params.out}/checkpoint.pt ] && echo --resume)"
-        " > {log} 2>&1 && rm -f {params.out}/checkpoint.pt"
+        " $([ -f {params.out:q}/checkpoint.pt ] && echo --resume)"
+        " > {log:q} 2>&1 && rm -f {params.out:q}/checkpoint.pt"
