@@ -24,16 +24,17 @@ from descbench.train.recipe import Optimiser, Stage, TrainRecipe
 PAIRS_PER_EPOCH = 5_000_000
 BATCH_PAIRS = 1024
 EPOCHS = 10
+STEPS_PER_EPOCH = -(-PAIRS_PER_EPOCH // BATCH_PAIRS)  # 4883: DataLoader without drop_last
 
 RECIPE = TrainRecipe(
     stages=(Stage(
         name="hardnet", loss="HardNetLoss", loss_kwargs={"margin": 1.0, "anchor_swap": True},
         n_classes=BATCH_PAIRS, n_per_class=2, epochs=EPOCHS,
-        steps_per_epoch=-(-PAIRS_PER_EPOCH // BATCH_PAIRS),
+        steps_per_epoch=STEPS_PER_EPOCH,
         last_batch_classes=PAIRS_PER_EPOCH % BATCH_PAIRS,
         optimiser=Optimiser(kind="sgd", lr=10.0, schedule="linear", momentum=0.9, dampening=0.9,
                             weight_decay=1e-4,
-                            decay_steps=PAIRS_PER_EPOCH * EPOCHS / BATCH_PAIRS),
+                            decay_span=PAIRS_PER_EPOCH * EPOCHS / BATCH_PAIRS / (STEPS_PER_EPOCH * EPOCHS)),
         augment="none"),),
     notes="DagnyT/hardnet code/HardNet.py defaults, run_me.sh --fliprot=False",
     sources=("github.com/DagnyT/hardnet",),

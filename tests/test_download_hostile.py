@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import socketserver
 import struct
 import tarfile
 import threading
@@ -194,8 +193,8 @@ def ubc_entries() -> list[tuple[str, bytes]]:
 
 def tiny_ubc(server: HostileServer, archive: bytes, *, checksum: str | None = "md5", **route) -> UBCSetSource:
     server.routes["/tiny.zip"] = Route([archive], **route)
-    return UBCSetSource("tiny", RemoteFile("tiny", (Mirror(server.url("/tiny.zip"), md5(archive) if checksum else None),)),
-                        n_patches=300, n_test_pairs=10)
+    mirror = Mirror(server.url("/tiny.zip"), md5(archive) if checksum else None)
+    return UBCSetSource("tiny", RemoteFile("tiny", (mirror,)), n_patches=300, n_test_pairs=10)
 
 
 def hpatches_source(server: HostileServer, archive: bytes, filename: str = "hpatches-release.zip") -> HPatchesSource:
@@ -204,7 +203,7 @@ def hpatches_source(server: HostileServer, archive: bytes, filename: str = "hpat
     return HPatchesSource(RemoteFile("hpatches-release", (Mirror(server.url("/" + filename)),)), n_sequences=2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def zip_bomb() -> bytes:
     """The issue's bomb: 400 MB of zeros in a 408 KB zip, next to a normal HPatches-like layout."""
     buffer = io.BytesIO()
@@ -225,7 +224,7 @@ class WriteSpy:
         self.written, self.fail_after, self.opened = 0, fail_after, 0
 
     def __call__(self, file, mode="r", *args, **kwargs):
-        real = open(file, mode, *args, **kwargs)
+        real = open(file, mode, *args, **kwargs)  # noqa: SIM115 (closed by the caller)
         if not any(c in mode for c in "wax"):
             return real
         self.opened += 1
@@ -297,6 +296,21 @@ def test_links_into_the_tree_still_work_in_any_order(tmp_path):
     assert (tmp_path / "target" / "alias").read_bytes() == b"1"
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+@pytest.mark.parametrize("entries, member, reason", [
+    ([("d", "->sub"), ("d/x.txt", b"1")], "d/x.txt", "written through the symbolic link 'd'"),
+    ([("d/x.txt", b"1"), ("d", "->sub")], "d/x.txt", "written through the symbolic link 'd'"),
+    ([("a", "->b"), ("a", b"1")], "a", "appears twice, once as a symbolic link"),
+], ids=["link-then-member", "member-then-link", "duplicate"])
+def test_members_written_through_links_are_refused(tmp_path, kind, entries, member, reason):
+    archive = tmp_path / f"a.{kind}"
+    archive.write_bytes(zip_bytes(entries) if kind == "zip" else tar_bytes(entries))
+    with pytest.raises(download.ArchiveError, match=f"refusing to extract member '{member}': it .*{reason}"):
+        download.extract_archive(archive, tmp_path / "target", validate=lambda folder: "unused")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
+
+
 def test_links_are_checked_again_on_disk(tmp_path):
     (tmp_path / "tree" / "d").mkdir(parents=True)
     os.symlink("../../outside", tmp_path / "tree" / "d" / "l")
@@ -329,6 +343,30 @@ def test_from_dir_link_to_outside_is_not_used(tmp_path):
     os.symlink("real/copy.zip", mine / "tiny.zip")
     result = download.download_ubc_set(source, tmp_path / "data", from_dir=mine)
     assert (result.folder / "info.txt").is_file()
+
+
+def test_from_dir_files_copied_in_are_read_through_their_link_and_the_copy_verified(tmp_path):
+    data = b"s,idx\ni_one,3\n"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "t.csv").write_bytes(data)
+    (tmp_path / "elsewhere" / "bad.csv").write_bytes(b"tampered")
+    mine = tmp_path / "mine"
+    (mine / "a").mkdir(parents=True)
+    os.symlink("../elsewhere/bad.csv", mine / "t.csv")  # tried first, does not verify
+    os.symlink("../../elsewhere/t.csv", mine / "a" / "t.csv")
+    remote = RemoteFile("t.csv", (Mirror("http://127.0.0.1:9/t.csv", Checksum("md5", hashlib.md5(data).hexdigest(),
+                                                                               "test")),))
+    dest = tmp_path / "dest"
+    result = download.fetch(remote, dest, from_dir=mine, copy_from_dir=True, record_meta=False)
+    assert result.path == dest / "t.csv" and not result.path.is_symlink() and result.path.read_bytes() == data
+    assert sorted(p.name for p in dest.iterdir()) == ["t.csv"]
+
+    only_bad = tmp_path / "only-bad"
+    only_bad.mkdir()
+    os.symlink("../elsewhere/bad.csv", only_bad / "t.csv")
+    with pytest.raises(DescbenchError, match="checksum mismatch"):
+        download.fetch(remote, tmp_path / "dest2", from_dir=only_bad, copy_from_dir=True, record_meta=False)
+    assert list((tmp_path / "dest2").iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------- 3. bombs
@@ -506,7 +544,8 @@ def test_trickling_mirror_is_given_up_for_the_next(server, tmp_path, caplog):
     data = os.urandom(5000)
     server.routes["/slow/x.bin"] = Route([data], plan=["trickle"])
     server.routes["/fast/x.bin"] = Route([data])
-    remote = RemoteFile("x", (Mirror(server.url("/slow/x.bin"), md5(data)), Mirror(server.url("/fast/x.bin"), md5(data))))
+    remote = RemoteFile("x", (Mirror(server.url("/slow/x.bin"), md5(data)),
+                              Mirror(server.url("/fast/x.bin"), md5(data))))
     start = time.monotonic()
 
     with caplog.at_level(logging.WARNING, logger="descbench.data.download"):

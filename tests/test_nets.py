@@ -325,3 +325,146 @@ def test_sosnet_layout_and_pytorch_init():
         nets.SOSNet32x32(init="xavier")
     with pytest.raises(DescbenchError):
         net(torch.zeros(2, 1, 64, 64))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Networks of released weights: each against an independent float64 build from plain torch.nn / torch
+# operations written from the published descriptions (shared weights, eval mode).
+# ---------------------------------------------------------------------------------------------------
+
+def _fill(make, seed: int) -> nn.Module:
+    """``make()`` built without initialisation (meta device), then float64 with every parameter and buffer
+    seeded (BN variances positive)."""
+    with torch.device("meta"):
+        net = make()
+    net = net.to_empty(device="cpu").double()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(net.named_parameters()) + list(net.named_buffers()):
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float64) + 0.5)
+            else:
+                fan_in = t[0].numel() if t.dim() > 1 else 1
+                t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64) / math.sqrt(fan_in))
+    return net.eval()
+
+
+def _x64(n: int = 5, seed: int = 9) -> torch.Tensor:
+    return torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _standardise(x: torch.Tensor, eps: float) -> torch.Tensor:
+    flat = x.flatten(1)
+    return (x - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + eps)
+
+
+def test_tfeat_is_tnet_and_not_unit_norm():
+    import torch.nn.functional as F
+
+    net = _fill(nets.TFeat, 1)
+    sd = net.state_dict()
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {
+        "features.1.weight": (32, 1, 7, 7), "features.1.bias": (32,), "features.4.weight": (64, 32, 6, 6),
+        "features.4.bias": (64,), "descr.0.weight": (128, 4096), "descr.0.bias": (128,)}
+    assert sum(v.numel() for v in sd.values()) == 599_808
+    x = _x64()
+    ref = F.instance_norm(x, eps=1e-5)
+    ref = torch.tanh(F.conv2d(ref, sd["features.1.weight"], sd["features.1.bias"]))
+    ref = F.max_pool2d(ref, 2, 2)
+    ref = torch.tanh(F.conv2d(ref, sd["features.4.weight"], sd["features.4.bias"]))
+    ref = torch.tanh(F.linear(ref.flatten(1), sd["descr.0.weight"], sd["descr.0.bias"]))
+    with torch.no_grad():
+        out, raw = net(x, return_raw=True)
+    assert float((out - ref).abs().max()) <= 1e-12
+    assert torch.allclose(torch.tanh(raw), out)
+    assert bool((out.norm(dim=1) > 1.5).all())  # tanh outputs, not L2-normalised
+    with torch.no_grad():  # InstanceNorm first: the input range barely matters
+        assert float((net(255 * x) - out).abs().max()) < 1e-3
+
+
+def test_hardtfeat_standardises_and_normalises():
+    import torch.nn.functional as F
+
+    net = _fill(nets.HardTFeat, 2)
+    sd = net.state_dict()
+    assert sorted(sd) == sorted(["features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias",
+                                 "classifier.1.weight", "classifier.1.bias"])
+    x = _x64()
+    ref = _standardise(x, 1e-7)
+    ref = F.max_pool2d(torch.tanh(F.conv2d(ref, sd["features.0.weight"], sd["features.0.bias"])), 2, 2)
+    ref = torch.tanh(F.conv2d(ref, sd["features.3.weight"], sd["features.3.bias"]))
+    ref = torch.tanh(F.conv2d(ref, sd["classifier.1.weight"], sd["classifier.1.bias"])).flatten(1)
+    ref = ref / torch.sqrt((ref ** 2).sum(1, keepdim=True) + 1e-8)
+    with torch.no_grad():
+        assert float((net(x) - ref).abs().max()) <= 1e-12
+        assert torch.allclose(net(255 * x), net(x), atol=1e-5)  # up to the std eps
+
+
+def test_hardnet8_applies_the_pca_between_two_l2_normalisations():
+    net = _fill(nets.HardNet8, 3)
+    sd = net.state_dict()
+    assert len(sd) == 34 and sum(v.numel() for v in sd.values()) == 9_037_992
+    assert [i for i, m in enumerate(net.features) if isinstance(m, nn.Conv2d)] == [0, 3, 6, 9, 12, 15, 18, 22]
+    assert [i for i, m in enumerate(net.features) if isinstance(m, nn.BatchNorm2d)] == [1, 4, 7, 10, 13, 16, 19, 23]
+    assert sd["features.22.weight"].shape == (512, 256, 8, 8) and sd["mean"].shape == (512,)
+    x = _x64()
+    with torch.no_grad():
+        feats = net.features(_standardise(x, 1e-7)).flatten(1)
+        feats = feats / feats.norm(dim=1, keepdim=True)
+        pca = (feats - sd["mean"]) @ sd["components"]
+        ref = pca / pca.norm(dim=1, keepdim=True)
+        out, raw = net(x, return_raw=True)
+    assert out.shape == (5, 128) and raw.shape == (5, 512)
+    assert float((out - ref).abs().max()) <= 1e-9 and float((raw - feats).abs().max()) <= 1e-9
+
+
+def test_l2net_port_layout_and_lrn_with_k_half():
+    net = _fill(nets.L2NetPort, 4)
+    convs = [i for i, m in enumerate(net.features) if isinstance(m, nn.Conv2d)]
+    bns = [m for m in net.features if isinstance(m, nn.BatchNorm2d)]
+    assert convs == [0, 3, 6, 9, 12, 15, 18] and all(net.features[i].bias is not None for i in convs)
+    assert len(bns) == 7 and all(bn.affine and bn.eps == 1e-10 for bn in bns)
+    assert not any(isinstance(m, nn.Dropout) for m in net.modules())
+    assert len(net.state_dict()) == 49
+    x = _x64()
+    with torch.no_grad():
+        raw = net.features(_standardise(x, 1e-12)).flatten(1)
+        ref = raw / torch.sqrt(0.5 + (raw ** 2).sum(1, keepdim=True))
+        out = net(x)
+    assert float((out - ref).abs().max()) <= 1e-12
+    assert bool((out.norm(dim=1) < 1).all())
+
+
+def test_cdf_l2net_float_and_binary():
+    float_net = _fill(nets.CDFL2Net, 5)
+    assert sorted(float_net.state_dict()) == sorted(_fill(nets.L2NetBN, 0).state_dict())
+    assert float_net.features[-3].p == 0.1
+    binary = _fill(lambda: nets.CDFL2Net(dim=256, binary=True), 5)
+    assert binary.state_dict()["features.19.weight"].shape == (256, 128, 8, 8)
+    x = _x64()
+    with torch.no_grad():
+        raw = binary.features(_standardise(x, 1e-7)).flatten(1)
+        assert float((binary(x) - torch.tanh(raw)).abs().max()) <= 1e-12
+        f_raw = float_net.features(_standardise(x, 1e-7)).flatten(1)
+        assert torch.allclose(float_net(x), f_raw / f_raw.norm(dim=1, keepdim=True), atol=1e-9)
+
+
+def test_input_transform_and_preprocessed_wrapper():
+    pix = torch.arange(1024, dtype=torch.float32).view(32, 32)
+    t = nets.InputTransform(scale=255.0, mean=pix)
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(t(x), 255 * x - pix)
+    s = nets.InputTransform(mean=0.4437, std=0.2019)
+    assert torch.allclose(s(x), (x - 0.4437) / 0.2019)
+    with pytest.raises(DescbenchError):
+        nets.InputTransform(mean=torch.zeros(16, 16))
+    with pytest.raises(DescbenchError):
+        nets.InputTransform(std=0.0)
+    wrapped = nets.Preprocessed(nets.TFeat(generator=torch.Generator().manual_seed(0)), t).eval()
+    assert wrapped.dim == 128 and set(dict(wrapped.named_buffers())) == {"transform.mean", "transform.std"}
+    with torch.no_grad():
+        assert torch.equal(wrapped(x), wrapped.net(t(x)))
+    with pytest.raises(DescbenchError):
+        wrapped(torch.zeros(1, 1, 64, 64))

@@ -1,4 +1,5 @@
-"""Sub-commands of the data area: ``descbench download`` (UBC PhotoTour, HPatches, HPatches task files),
+"""Sub-commands of the data area: ``descbench download`` (UBC PhotoTour, HPatches, HPatches task files,
+released descriptor weights),
 ``descbench prepare`` (original formats -> memory-mappable arrays) and ``descbench make-mini`` (offline data)."""
 
 from __future__ import annotations
@@ -39,6 +40,30 @@ def _register_download(subparsers) -> None:
                                 help="official HPatches task files -> DATA/raw/hpatches-tasks/ (splits.json + csvs)")
     _add_common_arguments(tasks, pin_help=None)
     tasks.set_defaults(func=_download_hpatches_tasks)
+
+    weights = datasets.add_parser(
+        "weights", help="released descriptor weights -> DATA/weights/<name>/ (all when no NAME is given)",
+        description="Download the authors' released checkpoints at pinned commits (the authors' repository "
+                    "first, then other copies of the same git blob and the Hugging Face copy), verify each file "
+                    "by its git blob id and/or SHA-256, and keep it in DATA/weights/<name>/ (or --weights-dir). "
+                    "Nothing is loaded or run. With --from-dir and no NAME, every release whose files are in "
+                    "DIR is taken. `descbench download weights --list` describes every release.")
+    weights.add_argument("names", nargs="*", metavar="NAME",
+                         help="release names or shell patterns, e.g. hardnet-plus@liberty 'sosnet@*' "
+                              "(default: all)")
+    weights.add_argument("--root", type=Path, metavar="DATA",
+                         help="data root; the weights go to DATA/weights/ unless --weights-dir is given")
+    weights.add_argument("--weights-dir", type=Path, metavar="DIR",
+                         help="where the releases go (default DATA/weights; the evaluation reads them there)")
+    weights.add_argument("--from-dir", type=Path, metavar="DIR",
+                         help="use weight files you already have (searched by their published file name in DIR "
+                              "and its subfolders) instead of the network; they are verified the same way")
+    weights.add_argument("--expect-sha256", action="append", default=[], metavar="NAME=HEX",
+                         help="pin a file's SHA-256 (takes precedence over the catalogue's pins); NAME is a "
+                              "release name (its checkpoint) or NAME/FILE for another of its files")
+    weights.add_argument("--list", action="store_true",
+                         help="describe every release (files, pins, format, training data, licence) and exit")
+    weights.set_defaults(func=_download_weights)
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser, pin_help: str | None) -> None:
@@ -112,6 +137,91 @@ def _download_hpatches_tasks(args: argparse.Namespace) -> int:
 
     _print_result(download.download_hpatches_tasks(sources.CATALOGUE.hpatches_tasks, args.root,
                                                    from_dir=args.from_dir))
+    return 0
+
+
+def _weights_dir(args: argparse.Namespace) -> Path:
+    from descbench import weights
+    from descbench.errors import DescbenchError
+
+    if args.weights_dir is not None:
+        return args.weights_dir
+    if args.root is None:
+        raise DescbenchError("give --root DATA (weights go to DATA/weights/) or --weights-dir DIR")
+    return weights.weights_dir_for(args.root)
+
+
+def _weight_pins(pins: list[str], releases) -> dict[str, dict[str, str]]:
+    """``NAME=HEX`` / ``NAME/FILE=HEX`` options -> {release name: {file name: sha256}}."""
+    from descbench.errors import DescbenchError
+
+    known = {r.name: r for r in releases}
+    parsed: dict[str, dict[str, str]] = {}
+    for pin in pins:
+        name, _, digest = pin.partition("=")
+        release_name, _, filename = name.partition("/")
+        release = known.get(release_name)
+        if release is None:
+            raise DescbenchError(f"--expect-sha256 {pin}: {release_name!r} is not among the releases to download "
+                                 f"({', '.join(known) or 'none'})")
+        names = [f.filename for f in release.files]
+        filename = filename or release.file("weights").filename
+        if filename not in names:
+            raise DescbenchError(f"--expect-sha256 {pin}: {release_name} has no file {filename!r}; its files: "
+                                 f"{', '.join(names)}")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise DescbenchError(f"--expect-sha256 {pin}: {digest!r} is not a SHA-256 (64 hex digits)")
+        parsed.setdefault(release_name, {})[filename] = digest.lower()
+    return parsed
+
+
+def _describe_release(release) -> str:
+    lines = [f"{release.name}: {release.method}, {release.dim}-D{'' if release.unit_norm else ' (not unit-norm)'}, "
+             f"{release.pin}, licence: {release.licence}",
+             f"  trained on: {release.train_data}"
+             + ("" if release.hpatches_overlap in ("none",) else f" [HPatches: {release.hpatches_overlap}]"),
+             f"  format: {release.layout}",
+             f"  preprocessing: {release.preprocessing}"]
+    for f in release.files:
+        pins = "; ".join(f"{c.algorithm} {c.value}" for c in f.checksums)
+        lines.append(f"  {f.role}: {f.filename} ({f.format}) from {f.source}; {pins}")
+    for p in release.published:
+        lines.append(f"  published: {p.describe()}")
+    if release.notes:
+        lines.append(f"  note: {release.notes}")
+    return "\n".join(lines)
+
+
+def _download_weights(args: argparse.Namespace) -> int:
+    from descbench import weights
+    from descbench.errors import DescbenchError
+
+    releases = weights.select(args.names)
+    if args.list:
+        for release in releases:
+            print(_describe_release(release))
+        if not args.names:
+            for refused in weights.REFUSED.values():
+                print(f"{refused.name}: refused: {refused.reason}. Instead: {refused.alternative}")
+        return 0
+    folder = _weights_dir(args)
+    pins = _weight_pins(args.expect_sha256, releases)
+    if args.from_dir is not None and not args.names:
+        releases, problems = weights.scan_dir(releases, args.from_dir,
+                                              {f: h for per in pins.values() for f, h in per.items()})
+        if problems:
+            raise DescbenchError("--from-dir " + str(args.from_dir) + ": files that match no pin:\n  "
+                                 + "\n  ".join(problems))
+        if not releases:
+            raise DescbenchError(f"--from-dir {args.from_dir}: no complete release in it (files are found by "
+                                 "their published names; `descbench download weights --list` names them)")
+    for release in releases:
+        result = weights.download_release(release, folder, from_dir=args.from_dir,
+                                          expect_sha256=pins.get(release.name))
+        state = "already present, verified" if result.reused else "done"
+        print(f"{release.name}: {result.folder} ({len(result.files)} file{'s' * (len(result.files) > 1)}; {state})")
+        for fetched in result.files:
+            print(f"  {fetched.path.name}: sha256 {fetched.sha256} ({fetched.verified_by}; from {fetched.origin})")
     return 0
 
 

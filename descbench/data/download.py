@@ -24,9 +24,10 @@ is deleted (with its record) so the next run downloads it again; a full disk is 
 archive is kept. ``DATA/raw/archives/<file>.meta.json`` records where each archive came from (the mirror and
 the final URL after redirects) and its SHA-256, so a rerun verifies instead of downloading again.
 
-``--from-dir`` takes the user's files in place. A file there that is a symbolic link (or lies under a linked
-folder) whose real location is outside the given folder is not used: the error names the link, where it
-leads, and to pass that folder instead.
+``--from-dir`` takes the user's archives in place; one that is a symbolic link (or lies under a linked folder)
+whose real location is outside the given folder is not used: the error names the link, where it leads, and
+to pass that folder instead. Files that are copied in (task files, weights) are read through their link once
+and the copy is what gets verified and kept.
 """
 
 from __future__ import annotations
@@ -216,6 +217,10 @@ class _MirrorFailed(Exception):
     """This mirror cannot deliver the file; the next one is tried."""
 
 
+class _Rejected(Exception):
+    """A --from-dir candidate that did not verify (the reason is in the list of failures)."""
+
+
 class _Retryable(Exception):
     """A transient failure (5xx, dropped connection): retry the same mirror after a pause."""
 
@@ -378,8 +383,11 @@ def _reuse_existing(remote: RemoteFile, dest_dir: Path, known: tuple[Checksum, .
 def _take_from_dir(remote: RemoteFile, dest_dir: Path, from_dir: Path, known: tuple[Checksum, ...],
                    allow_unpinned: bool, expect_sha256: str | None, copy: bool, record_meta: bool,
                    archive_limits: ExtractLimits | None = None) -> FetchResult:
-    """Verify the user's own copy (found by file name under ``from_dir``) the same way as a download. A
-    candidate whose real location (through symbolic links) is outside ``from_dir`` is not used."""
+    """Verify the user's own copy (found by file name under ``from_dir``) the same way as a download.
+
+    Symbolic links: a file used in place (archives) must really lie inside ``from_dir``, else it is not
+    used and the error names where it leads. A file that is copied in (``copy``: task files, weights) is
+    read through its link once, and the copy itself is verified, so what is checked is what is kept."""
     if not from_dir.is_dir():
         raise DescbenchError(f"--from-dir {from_dir} is not a folder")
     candidates: list[Path] = []
@@ -391,28 +399,42 @@ def _take_from_dir(remote: RemoteFile, dest_dir: Path, from_dir: Path, known: tu
                              f"its subfolders; it is published at {remote.mirrors[0].url}")
     inside = from_dir.resolve()
     failures = []
-    for candidate in candidates:
-        real = candidate.resolve()
-        if not real.is_relative_to(inside):
-            failures.append(f"{candidate} is a symbolic link (or under a linked folder) to {real}, outside "
-                            f"{from_dir}; it was not used. Pass --from-dir {real.parent}, or copy the file into "
-                            f"{from_dir}")
-            continue
+
+    def check(path: Path, label: Path) -> _Verified | None:
         try:
-            verified = _verify(candidate, str(candidate), known, allow_unpinned, expect_sha256)
+            verified = _verify(path, str(label), known, allow_unpinned, expect_sha256)
         except ChecksumMismatchError as exc:
             failures.append(str(exc))
-            continue
-        problem = None if verified.pinned else _unpinned_archive_problem(candidate, candidate.name, archive_limits)
+            return None
+        problem = None if verified.pinned else _unpinned_archive_problem(path, label.name, archive_limits)
         if problem:
             failures.append(f"{problem}; no checksum is published for it, so this copy was not used (it was "
                             "left in place)")
-            continue
-        path = candidate
+            return None
+        return verified
+
+    for candidate in candidates:
+        real = candidate.resolve()
         if copy:
             path = dest_dir / candidate.name
-            with atomic_path(path) as tmp:
-                shutil.copyfile(real, tmp)
+            try:
+                with atomic_path(path) as tmp:
+                    shutil.copyfile(candidate, tmp)
+                    verified = check(tmp, candidate)
+                    if verified is None:
+                        raise _Rejected  # leaves the block by an exception, so the copy is not kept
+            except _Rejected:
+                continue
+        else:
+            if not real.is_relative_to(inside):
+                failures.append(f"{candidate} is a symbolic link (or under a linked folder) to {real}, outside "
+                                f"{from_dir}; it was not used. Pass --from-dir {real.parent}, or copy the file "
+                                f"into {from_dir}")
+                continue
+            path = candidate
+            verified = check(candidate, candidate)
+            if verified is None:
+                continue
         if record_meta:
             _write_meta(dest_dir, candidate.name, path, str(real), verified)
         return FetchResult(remote.name, path, str(candidate), verified.sha256, verified.verified_by,
@@ -517,7 +539,7 @@ def _receive(response: requests.Response, out, bar, url: str, http: HttpOptions)
                     raise _MirrorFailed(
                         f"{url} stalled: {received - window_bytes:,} bytes in {now - window_start:.1f} s, fewer than "
                         f"the {http.stall_min_bytes:,} bytes per {http.stall_window_s:g} s a live mirror gives "
-                        f"(after {received:,} bytes in all); the partial file is kept")
+                        f"(after {received:,} bytes in all)")
                 window_start, window_bytes = now, received
     except (urllib3.exceptions.HTTPError, requests.RequestException) as exc:
         return exc, received
@@ -596,6 +618,29 @@ def _unsafe_link(target: str) -> str | None:
         return (f"it is a symbolic link to {target!r} ({reason.removeprefix('it ')}); only links to a relative "
                 "path without '..' are kept, as only they cannot lead outside the target folder")
     return None
+
+
+def _member_key(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _check_link_layout(label: str, names: list[tuple[str, bool]]) -> None:
+    """Refuse a symbolic link that shares its name with another member, or that other members would be
+    written through (its name is a folder of theirs): extraction would fail, or follow the link."""
+    kinds: dict[str, bool] = {}
+    for name, is_link in names:
+        key = _member_key(name)
+        if key in kinds and (is_link or kinds[key]):
+            raise _refuse(label, name, "it appears twice, once as a symbolic link")
+        kinds[key] = is_link
+    links = {key for key, is_link in kinds.items() if is_link}
+    if not links:
+        return
+    for name, _ in names:
+        parts = _member_key(name).split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in links:
+                raise _refuse(label, name, f"it would be written through the symbolic link {'/'.join(parts[:i])!r}")
 
 
 def _refuse(archive: Path | str, member: str, reason: str) -> ArchiveError:
@@ -679,7 +724,8 @@ def _unpack(archive: Path, dest: Path | None, limits: ExtractLimits, label: str,
         raise ArchiveError(f"{label} is neither a zip nor a tar archive")
 
 
-def _zip_plan(zf: zipfile.ZipFile, label: str, limits: ExtractLimits) -> tuple[list[zipfile.ZipInfo], dict[str, str], int]:
+def _zip_plan(zf: zipfile.ZipFile, label: str,
+              limits: ExtractLimits) -> tuple[list[zipfile.ZipInfo], dict[str, str], int]:
     """Check every member before anything is written; return them, the symbolic links (name -> target) and
     the size the headers announce."""
     members = zf.infolist()
@@ -687,7 +733,6 @@ def _zip_plan(zf: zipfile.ZipFile, label: str, limits: ExtractLimits) -> tuple[l
         raise ArchiveError(f"{label}: it has {len(members):,} members, more than the {limits.max_members:,} "
                            "allowed (ExtractLimits.max_members)")
     links: dict[str, str] = {}
-    seen: dict[str, bool] = {}  # normalised name -> is a link
     total = 0
     for info in members:
         reason = _unsafe_name(info.filename)
@@ -705,10 +750,6 @@ def _zip_plan(zf: zipfile.ZipFile, label: str, limits: ExtractLimits) -> tuple[l
                         raise _damaged(label, info.filename, exc) from exc
                     raise
                 reason = _unsafe_link(links[info.filename])
-        key = "/".join(p for p in info.filename.split("/") if p not in ("", "."))
-        if reason is None and key in seen and (is_link or seen[key]):
-            reason = "it appears twice, once as a symbolic link"
-        seen[key] = is_link or seen.get(key, False)
         if reason is None:
             reason = _ratio_reason(info.file_size, info.compress_size, limits)
         if reason:
@@ -716,6 +757,7 @@ def _zip_plan(zf: zipfile.ZipFile, label: str, limits: ExtractLimits) -> tuple[l
         total += info.file_size
         if total > limits.max_bytes:
             raise _too_big(label, total, limits)
+    _check_link_layout(label, [(info.filename, info.filename in links) for info in members])
     return members, links, total
 
 
@@ -795,7 +837,8 @@ def _extract_zip(archive: Path, dest: Path | None, limits: ExtractLimits, label:
             raise
 
 
-def _tar_plan(tf: tarfile.TarFile, archive: Path, label: str, limits: ExtractLimits) -> tuple[list[tarfile.TarInfo], int]:
+def _tar_plan(tf: tarfile.TarFile, archive: Path, label: str,
+              limits: ExtractLimits) -> tuple[list[tarfile.TarInfo], int]:
     """Read the headers one by one (stopping at the first bad one, before the rest is decompressed) and
     check every member; return them and the bytes they hold."""
     members: list[tarfile.TarInfo] = []
@@ -823,6 +866,7 @@ def _tar_plan(tf: tarfile.TarFile, archive: Path, label: str, limits: ExtractLim
                               f"{_human(archive.stat().st_size)} (over {limits.max_ratio:g} to 1, "
                               "ExtractLimits.max_ratio), as only a tar bomb does")
         members.append(member)
+    _check_link_layout(label, [(m.name, m.issym() or m.islnk()) for m in members])
     return members, total
 
 

@@ -22,7 +22,6 @@ generator does (about 20 µs a row, ~25 s for the official 10^6 pairs).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass

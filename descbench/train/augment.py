@@ -20,13 +20,16 @@ by default, ``datasets.py:230``). ``augment`` reproduces every step, batched:
 * The inverse matrix is ``_get_inverse_affine_matrix`` (``functional.py:732-785``) about the centre
   ``(w * 0.5 + 0.5, h * 0.5 + 0.5)`` = (35.5, 35.5) (``functional.py:814``; half a pixel off the true
   centre 35.0 of PIL's continuous coordinates -- reproduced, it is what the reference trained with).
-* PIL's ``Image.transform(AFFINE, BICUBIC, fillcolor=0)`` (Pillow ``Geometry.c``: ``affine_transform``
-  samples output pixel (x, y) at ``M @ (x + 0.5, y + 0.5, 1)``; ``bicubic_filter8``): a sample whose
-  position lies outside [0, 70) x [0, 70) is the fill 0; otherwise the 4x4 taps around it, clamped to
-  the image (= the edge padding continued), are combined with the cubic convolution kernel of
-  **a = -1** (the ``BICUBIC`` macro ``p1 + d (p2 + d (p3 + d p4))``, not the a = -0.5 of PIL's resize
-  nor torch's a = -0.75), rows first, and the result is clamped to [0, 255] and **truncated** to uint8.
-  ``interpolation="bilinear"`` is PIL's ``bilinear_filter8`` (2x2 taps, ``a + (b - a) d``, truncated).
+* ToPILImage of the uint8 (64, 64) tensor is a mode "L" image (``functional.py:126-152``).
+* PIL's ``Image.transform(AFFINE, BICUBIC, fillcolor=0)`` (Pillow 7.0.0 ``Geometry.c``:
+  ``affine_transform`` 357-370 samples output pixel (x, y) at ``M @ (x + 0.5, y + 0.5, 1)``;
+  ``bicubic_filter8`` 592-603): a sample whose position lies outside [0, 70) x [0, 70) is the fill 0;
+  otherwise the 4x4 taps around it, clamped to the image (= the edge padding continued), are combined
+  with the cubic convolution kernel of **a = -1** (the ``BICUBIC`` macro, 540-546, ``p1 + d (p2 + d
+  (p3 + d p4))``; not the a = -0.5 of PIL's resize nor torch's a = -0.75), rows first, and the result
+  is clamped to [0, 255] and **truncated** to uint8. ``interpolation="bilinear"`` is PIL's
+  ``bilinear_filter8`` (2x2 taps, ``a + (b - a) d``, truncated; HardNet's ``--augmentation`` rotates
+  with BILINEAR).
 * RandomResizedCrop parameters (``transforms.py:635-676``): up to 10 attempts of area ``uniform(0.9,
   1.0) * 70**2`` and ratio ``exp(uniform(log 0.9, log 1.1))`` (log-uniform), ``w = round(sqrt(area *
   ratio))``, ``h = round(sqrt(area / ratio))`` (Python's round: half to even), accepted when ``0 < w
@@ -34,20 +37,26 @@ by default, ``datasets.py:230``). ``augment`` reproduces every step, batched:
   w)``; if all 10 fail, the central fallback crop. The loop is vectorised: all 10 attempts are drawn
   for every patch and the first accepted one is used.
 * ``resized_crop`` (``functional.py:389-409``) crops the integer box and resizes it to 32x32 with
-  PIL's BILINEAR resize (Pillow ``Resample.c``): a triangle filter widened by the down-scale factor
-  (antialiased), coefficients normalised and rounded to 22-bit fixed point, a horizontal pass then a
-  vertical one, each rounded (``+2^21 >> 22``) and clipped to uint8. Reproduced with the same integer
-  coefficients in two float64 matrix products, which are exact (integer sums below 2^53).
-* ToTensor: ``uint8 / 255``.
+  PIL's BILINEAR resize (Pillow 7.0.0 ``Resample.c``: ``precompute_coeffs`` 179, a triangle filter
+  widened by the down-scale factor, i.e. antialiased; ``normalize_coeffs_8bpc`` 258, coefficients
+  rounded to 22-bit fixed point, ``PRECISION_BITS`` 83), a horizontal pass then a vertical one, each
+  rounded (``+2^21 >> 22``) and clipped to uint8. Reproduced with the same integer coefficients in two
+  float64 matrix products, which are exact (integer sums below 2^53).
+* ToTensor: ``img.float().div(255)`` (``functional.py:100``).
 
-Measured against PIL 13 running the same chain with the same parameters (``tests/test_train_augment.py``)
-the output is bit-identical except where a value of the affine stage lies within float32 rounding of
-an integer and PIL's double arithmetic truncates it the other way: about 2 pixels in 100,000 of the
-affine stage, at most 1 grey level, which after the resize leaves the 32x32 output identical in all
-but ~1e-4 of its pixels, by at most 1 grey level. The arithmetic is float32 elementwise operations
-(each rounded once, no fused multiply-add), float64 coordinates and exact float64 matrix products, so
-the result does not depend on the thread count and, by construction, not on the device. The random
-parameters are drawn on the CPU from an explicit ``torch.Generator``.
+Fidelity: against PIL (13) running the same chain with the same parameters, on 2048 textured patches
+(``benchmarks/augment_speed.py``), 2e-5 of the output pixels differ (bilinear: 7e-6), by 1 grey level:
+where a value of the affine stage lies within float32 rounding of an integer, PIL's double arithmetic
+truncates it the other way. The arithmetic is float32 elementwise operations (each rounded once),
+float64 coordinate terms, integer-exact matrix products (float32 on small integers, so also under
+TF32; float64 for the resize); the result does not depend on the thread count (tested) and is meant
+not to depend on the device (only the CPU was available to test). The random parameters are drawn on
+the CPU from an explicit ``torch.Generator``.
+
+Speed: the chain does what PIL does, 16 taps per pixel of a 70x70 affine stage plus the antialiased
+resize, as ~30 vectorised tensor passes where PIL runs one C loop; on one CPU core it costs about as
+much per patch as PIL (``benchmarks/augment_speed.py``) and gains on more cores / on a GPU. The CPU
+intermediates live in a reused workspace (fresh multi-MB tensors per block cost page faults).
 
 Other methods
 -------------
@@ -204,6 +213,9 @@ class AugmentDraws:
 def check_class_of(class_of, n_total: int | None = None) -> np.ndarray:
     """``class_of`` as int64 numpy, checked: starts at 0, non-decreasing by steps of 0 or 1."""
     c = np.asarray(class_of.cpu() if isinstance(class_of, torch.Tensor) else class_of)
+    if c.ndim == 0:
+        raise ValueError(f"class_of must give every batch patch's class position (an array), not "
+                         f"{class_of!r}: the patches-per-class count is no longer an argument")
     if c.ndim != 1 or c.size == 0 or not np.issubdtype(c.dtype, np.integer):
         raise ValueError(f"class_of must be a non-empty 1-d integer array, got {c.dtype} {c.shape}")
     c = c.astype(np.int64, copy=False)
@@ -229,19 +241,27 @@ def inverse_affine_matrix(angle: np.ndarray, scale: np.ndarray, shear: np.ndarra
     """torchvision 0.5 ``F.affine``'s matrix for PIL (``_get_inverse_affine_matrix`` with y-shear 0,
     no translation, centre ``(w * 0.5 + 0.5, h * 0.5 + 0.5)``), vectorised: (n, 6) float64 such that
     output pixel (x, y) samples the input at ``(m0 X + m1 Y + m2, m3 X + m4 Y + m5)``, X = x + 0.5,
-    Y = y + 0.5 (PIL's ``affine_transform``)."""
+    Y = y + 0.5 (PIL's ``affine_transform``).
+
+    The forward linear part is rotation(angle) times the x-shear, [[cos, -cos tan(shear) - sin],
+    [sin, -sin tan(shear) + cos]], of determinant 1; times ``scale``. Its inverse, about the centre,
+    with torchvision's order of floating-point operations (PIL truncates, so the last bits of the
+    matrix show in a few pixels).
+    """
     w, h = size
     cx, cy = w * 0.5 + 0.5, h * 0.5 + 0.5
-    rot, sx = np.radians(angle), np.radians(shear)
-    a = np.cos(rot)
-    b = -np.cos(rot) * np.tan(sx) - np.sin(rot)
-    c = np.sin(rot)
-    d = -np.sin(rot) * np.tan(sx) + np.cos(rot)
-    m = np.stack([d, -b, np.zeros_like(a), -c, a, np.zeros_like(a)], 1) / scale[:, None]
-    m[:, 2] += m[:, 0] * -cx + m[:, 1] * -cy
-    m[:, 5] += m[:, 3] * -cx + m[:, 4] * -cy
-    m[:, 2] += cx
-    m[:, 5] += cy
+    t, sh = np.radians(angle), np.radians(shear)
+    # Python's math (libm), as torchvision: numpy's SIMD trigonometry may differ in the last bit
+    cos = np.array([math.cos(v) for v in t])
+    sin = np.array([math.sin(v) for v in t])
+    tan = np.array([math.tan(v) for v in sh])
+    m = np.zeros((len(t), 6))
+    m[:, 0] = (-sin * tan + cos) / scale
+    m[:, 1] = -(-cos * tan - sin) / scale
+    m[:, 3] = -sin / scale
+    m[:, 4] = cos / scale
+    m[:, 2] = (m[:, 0] * -cx + m[:, 1] * -cy) + cx
+    m[:, 5] = (m[:, 3] * -cx + m[:, 4] * -cy) + cy
     return m
 
 
@@ -327,7 +347,8 @@ _LINEAR = ((1.0, 0.0), (-1.0, 1.0))  # BILINEAR: a + d (b - a)
 class _Workspace:
     """Reused buffers: on the CPU, fresh multi-MB tensors for every block cost more in page faults
     than the arithmetic on them, so the chain's intermediates live here (views into flat buffers,
-    grown as needed). Elsewhere the caching allocator does this; a fresh workspace is used."""
+    grown as needed). Elsewhere the caching allocator does this; a fresh workspace is used. The CPU
+    one is module-wide (~16 MB at ``CPU_BLOCK`` 16): ``augment`` is not meant for concurrent threads."""
 
     def __init__(self):
         self._flat: dict = {}
@@ -458,27 +479,30 @@ def _horner(p, d: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def pil_bilinear_coefficients(in_size: int, out_size: int) -> np.ndarray:
-    """Pillow's fixed-point BILINEAR resize coefficients (``Resample.c`` ``precompute_coeffs`` with
-    the whole input as box, then ``normalize_coeffs_8bpc``): int64 (out_size, in_size), each row sums
-    to about 2^22."""
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = 1.0 * filterscale
-    inv = 1.0 / filterscale
-    out = np.zeros((out_size, in_size), np.int64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size) - xmin
-        k = [max(0.0, 1.0 - abs((x + xmin - center + 0.5) * inv)) for x in range(xmax)]
-        ww = 0.0
-        for v in k:
-            ww += v
-        if ww != 0.0:
-            k = [v / ww for v in k]
-        out[xx, xmin:xmin + xmax] = [int(0.5 + v * (1 << _FIX)) if v >= 0 else
-                                     int(-0.5 + v * (1 << _FIX)) for v in k]
-    return out
+    """Pillow's fixed-point BILINEAR resize coefficients for the whole input (facts of ``Resample.c``
+    ``precompute_coeffs`` and ``normalize_coeffs_8bpc``): int64 (out_size, in_size).
+
+    Output pixel o is centred at (o + 0.5) * in/out of the input; the triangle filter is stretched by
+    max(in/out, 1); the taps are input pixels from int(centre - support + 0.5) to int(centre +
+    support + 0.5) (exclusive, clipped to the image), weighted at their centres, normalised by their
+    sum (accumulated in order) and rounded half away from zero to multiples of 2^-22.
+    """
+    step = in_size / out_size
+    stretch = max(step, 1.0)
+    inv_stretch = 1.0 / stretch
+    table = np.zeros((out_size, in_size), np.int64)
+    for o in range(out_size):
+        mid = (o + 0.5) * step
+        lo = max(int(mid - stretch + 0.5), 0)
+        hi = min(int(mid + stretch + 0.5), in_size)
+        weights = [max(0.0, 1.0 - abs((t - mid + 0.5) * inv_stretch)) for t in range(lo, hi)]
+        total = 0.0
+        for wt in weights:
+            total += wt
+        if total != 0.0:
+            weights = [wt / total for wt in weights]
+        table[o, lo:hi] = [int(wt * (1 << _FIX) + (0.5 if wt >= 0 else -0.5)) for wt in weights]
+    return table
 
 
 _BANKS: dict = {}
@@ -504,7 +528,8 @@ def _pil_round(s: torch.Tensor) -> torch.Tensor:
 def _pil_resize(a: torch.Tensor, hw: torch.Tensor, side: int,
                 ws: _Workspace | None = None) -> torch.Tensor:
     """PIL BILINEAR resize of the top-left (h, w) box of each float (b, S, S) image holding uint8
-    values to (side, side), exactly: float64 (b, side, side) uint8 values. ``hw`` (b, 2) int64.
+    values to (side, side), exactly: float64 (b, side, side) uint8 values (in the workspace ``ws``).
+    ``hw`` (b, 2) int64.
 
     The horizontal then the vertical pass, each an integer matrix product (exact in float64) rounded
     as Pillow's 8-bit fixed point."""
@@ -513,13 +538,13 @@ def _pil_resize(a: torch.Tensor, hw: torch.Tensor, side: int,
     ws = _workspace(dev) if ws is None else ws
     f64 = torch.float64
     bank = _coefficient_bank(s, side, dev)
-    wx = bank.index_select(0, hw[:, 1])  # (b, side, S)
-    wy = bank.index_select(0, hw[:, 0])
+    wx = torch.index_select(bank, 0, hw[:, 1], out=ws.get("wx", (b, side, s), f64, dev))
+    wy = torch.index_select(bank, 0, hw[:, 0], out=ws.get("wy", (b, side, s), f64, dev))
     a64 = ws.get("a64", a.shape, f64, dev)
     a64.copy_(a)
     horizontal = ws.get("horizontal", (b, s, side), f64, dev)
     _pil_round(torch.bmm(a64, wx.transpose(1, 2), out=horizontal))
-    return _pil_round(torch.bmm(wy, horizontal))
+    return _pil_round(torch.bmm(wy, horizontal, out=ws.get("resized", (b, side, side), f64, dev)))
 
 
 def _flip(x: torch.Tensor, transpose: torch.Tensor, hflip: torch.Tensor) -> torch.Tensor:
@@ -571,8 +596,8 @@ def augment(patches: torch.Tensor, class_of, generator: torch.Generator,
     [0, 1] (the reference chain of the module docstring, or only the class-wise flips of the plain
     resize when ``params`` does not resample).
 
-    ``class_of``: each batch patch's class position (numpy or CPU tensor, length = the whole batch).
-    Distributed: ``patches`` = batch[``select``]; the parameters are drawn for the whole batch and the
+    ``class_of``: each batch patch's class position (numpy or CPU tensor, length = the whole batch);
+    ``generator``: a CPU ``torch.Generator``, the only source of randomness. Distributed: ``patches`` = batch[``select``]; the parameters are drawn for the whole batch and the
     share's rows are used. ``n_total``, if given, must be ``len(class_of)``.
     """
     c = check_class_of(class_of, n_total)
@@ -586,12 +611,12 @@ def augment(patches: torch.Tensor, class_of, generator: torch.Generator,
 
 # --- class-wise orientation augmentations on network inputs ----------------------------------------
 
-def _class_rows(x: torch.Tensor, class_of, select, draws: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-    c = check_class_of(class_of)
-    per = c[slice(None) if select is None else select]
+def _class_rows(x: torch.Tensor, class_of: np.ndarray, select, draws: np.ndarray) -> torch.Tensor:
+    """The per-class ``draws`` of x's patches (batch rows ``select``), on x's device."""
+    per = class_of[slice(None) if select is None else select]
     if len(per) != x.shape[0]:
         raise ValueError(f"{x.shape[0]} patches, but class_of[select] has {len(per)} entries")
-    return per, torch.from_numpy(draws[per]).to(x.device)
+    return torch.from_numpy(np.ascontiguousarray(draws[per])).to(x.device)
 
 
 def flip_transpose(x: torch.Tensor, class_of, generator: torch.Generator,
@@ -602,8 +627,8 @@ def flip_transpose(x: torch.Tensor, class_of, generator: torch.Generator,
     Draws (K, 2) uniforms from ``generator`` (the same as ``augment`` with ``FLIP_ONLY``, so
     ``augment(p, c, g, FLIP_ONLY)`` = ``flip_transpose(eval_patches(p), c, g)``).
     """
-    flips = _class_uniforms(check_class_of(class_of), generator, 2) < 0.5
-    _, t = _class_rows(x, class_of, select, flips)
+    c = check_class_of(class_of)
+    t = _class_rows(x, c, select, _class_uniforms(c, generator, 2) < 0.5)
     return _flip(x, t[:, 0], t[:, 1])
 
 
@@ -616,10 +641,11 @@ def hynet_orientation(x: torch.Tensor, class_of, generator: torch.Generator,
     Draws (K, 3) uniforms from ``generator``: rotate if u0 > 0.5, k = 1 + floor(3 u1), flip if
     u2 > 0.5 (``random.random() > 0.5``, ``np.random.randint(1, 4)``, ``random.random() > 0.5``).
     """
-    u = _class_uniforms(check_class_of(class_of), generator, 3)
-    k = np.where(u[:, 0] > 0.5, 1 + np.floor(3 * u[:, 1]).astype(np.int64), 0)
-    _, kk = _class_rows(x, class_of, select, k)
-    _, flip = _class_rows(x, class_of, select, u[:, 2] > 0.5)
+    c = check_class_of(class_of)
+    u = _class_uniforms(c, generator, 3)
+    kk = _class_rows(x, c, select, np.where(u[:, 0] > 0.5, 1 + np.floor(3 * u[:, 1]).astype(np.int64),
+                                            0))
+    flip = _class_rows(x, c, select, u[:, 2] > 0.5)
     out = x.clone()
     for turns in (1, 2, 3):
         rows = (kk == turns).nonzero().view(-1)

@@ -236,24 +236,41 @@ def _set_schedule(optimiser: torch.optim.Optimizer, stage: Stage, step: int) -> 
 
 # --- validation --------------------------------------------------------------------------------
 
+def _network_input(x: torch.Tensor, stage: Stage, resize: str, batch_class: np.ndarray,
+                   generator: torch.Generator, mine: slice) -> torch.Tensor:
+    """The stage's augmentation of this process's uint8 share ``x`` = batch[``mine``] (64x64) ->
+    float (n, 1, 32, 32): the balanced chain, or the recipe's plain resize with HardNet+'s
+    flip/transpose or HyNet's rot90/flipud per class, or the plain resize alone."""
+    if stage.augment == "affine":
+        return aug.augment(x, batch_class, generator, aug.AugmentParams(), select=mine)
+    x = aug.eval_patches(x, resize=resize)
+    if stage.augment == "flip":
+        return aug.flip_transpose(x, batch_class, generator, select=mine)
+    if stage.augment == "rot90_flipud":
+        return aug.hynet_orientation(x, batch_class, generator, select=mine)
+    return x
+
+
 @torch.no_grad()
-def describe(net: nn.Module, patches: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Eval-mode descriptors of uint8 (M, 64, 64) patches, resized 64->32; train mode is restored."""
+def describe(net: nn.Module, patches: np.ndarray, device: torch.device,
+             resize: str = "pil") -> torch.Tensor:
+    """Eval-mode descriptors of uint8 (M, 64, 64) patches, resized 64->32 with ``resize`` (the
+    recipe's); train mode is restored."""
     was_training = net.training
     net.eval()
     out = []
     for i in range(0, len(patches), EVAL_CHUNK):
         chunk = torch.from_numpy(np.ascontiguousarray(patches[i:i + EVAL_CHUNK])).to(device)
-        out.append(net(aug.eval_patches(chunk)).float().cpu())
+        out.append(net(aug.eval_patches(chunk, resize=resize)).float().cpu())
     net.train(was_training)
     return torch.cat(out)
 
 
 def validation_fpr95(net: nn.Module, patches: np.ndarray, pairs: np.ndarray,
-                     device: torch.device) -> float:
+                     device: torch.device, resize: str = "pil") -> float:
     from descbench.evaluate.fpr95 import fpr95
 
-    desc = describe(net, patches, device)
+    desc = describe(net, patches, device, resize)
     dist = (desc[pairs[:, 0]] - desc[pairs[:, 1]]).norm(dim=1).numpy()
     return float(fpr95(dist, pairs[:, 2].astype(bool)))
 
@@ -498,7 +515,7 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
         elif resume:
             log.info("no checkpoint in %s; starting from step 0", out_dir)
         if step == 0:
-            val_before = validation_fpr95(net, val_patches, val_pairs, dev)
+            val_before = validation_fpr95(net, val_patches, val_pairs, dev, recipe.resize)
             rows = [[0, 0] + [math.nan] * 7 + [val_before]]
 
         started = time.perf_counter()
@@ -554,13 +571,8 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
             bounds = np.searchsorted(batch_class, [r * n_classes // world for r in range(world + 1)])
             sizes = np.diff(bounds).tolist()
             mine = slice(int(bounds[rank]), int(bounds[rank + 1]))
-            x_local = torch.from_numpy(_read(patches, idx[mine])).to(dev)
-            if stage.augment == "none":
-                x_local = aug.eval_patches(x_local)
-            else:
-                params = aug.AugmentParams() if stage.augment == "affine" else aug.FLIP_ONLY
-                x_local = aug.augment(x_local, stage.n_per_class, generator, params,
-                                      n_total=len(idx), select=mine)
+            x_local = _network_input(torch.from_numpy(_read(patches, idx[mine])).to(dev), stage,
+                                     recipe.resize, batch_class, generator, mine)
             y = torch.from_numpy(batch_labels).to(dev)
 
             teacher_desc = None
@@ -591,8 +603,8 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
             step += 1
 
             epoch_end = s_step + 1 == stage.total_steps or (s_step + 1) % stage.steps_per_epoch == 0
-            val = validation_fpr95(net, val_patches, val_pairs, dev) if epoch_end and rank == 0 \
-                else math.nan
+            val = (validation_fpr95(net, val_patches, val_pairs, dev, recipe.resize)
+                   if epoch_end and rank == 0 else math.nan)
             rows.append([step, epoch + 1, float(out.loss.detach()), lr, _median(out.a),
                          _median(out.b), _value(out.bound), _value(out.w),
                          _value(out.masked_fraction), val])

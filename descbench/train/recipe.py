@@ -17,8 +17,9 @@ Schedules (functions of the step within a stage, ``lr_at`` / ``beta1_at``):
 * ``flat_cos`` - fastai ``fit_flat_cos``: lr flat for ``pct_start``, then cosine to lr/div_final.
 * ``linear`` - HardNet's Lua-style SGD decay (DagnyT/hardnet ``adjust_learning_rate``, which runs after
   each update and counts from 0 on its first call): update k (0-based) runs at
-  lr * (1 - max(k - 1, 0) / decay_steps), so the first two updates run at lr; ``decay_steps`` is
-  n_triplets * epochs / batch size (48,828.125 for HardNet), the total step count when unset.
+  lr * (1 - max(k - 1, 0) / (decay_span * total_steps)), so the first two updates run at lr; HardNet's
+  denominator n_triplets * epochs / batch size = 48,828.125 batches is ``decay_span`` = 48,828.125 /
+  48,830 of its steps (a fraction, so a shortened schedule keeps the shape).
 * ``constant`` - HyNet/SOSNet's trainer without scheduler.
 
 A stage's epoch length is fixed (``steps_per_epoch``) or follows the training set
@@ -67,7 +68,7 @@ class Optimiser:
     div: float = 25.0
     div_final: float = 1e5
     pct_start: float = 0.25
-    decay_steps: float | None = None  # ``linear`` only
+    decay_span: float = 1.0  # ``linear`` only: the decay reaches 0 after this fraction of the steps
 
     def lr_at(self, step: int, total: int) -> float:
         """Learning rate of optimiser step ``step`` (0-based) out of ``total``."""
@@ -83,7 +84,7 @@ class Optimiser:
             return _cos(self.lr, self.lr / self.div_final,
                         (pos - self.pct_start) / (1 - self.pct_start))
         if self.schedule == "linear":
-            return self.lr * (1.0 - max(step - 1, 0) / (self.decay_steps or total))
+            return self.lr * (1.0 - max(step - 1, 0) / (self.decay_span * max(total, 1)))
         if self.schedule == "constant":
             return self.lr
         raise DescbenchError(f"unknown LR schedule {self.schedule!r}; use one_cycle, flat_cos, "
@@ -229,9 +230,6 @@ def _mini_stage(stage: Stage) -> Stage:
     optimiser = stage.optimiser
     if optimiser.kind == "sgd":  # linear scaling rule: plain SGD's step must shrink with the batch
         optimiser = replace(optimiser, lr=optimiser.lr * classes / stage.n_classes)
-    if optimiser.decay_steps is not None:  # the decay keeps its length relative to the schedule
-        optimiser = replace(optimiser, decay_steps=optimiser.decay_steps * epochs * steps
-                            / stage.total_steps)
     return replace(stage, epochs=epochs, steps_per_epoch=steps, n_classes=classes, optimiser=optimiser,
                    last_batch_classes=None)
 

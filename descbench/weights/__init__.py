@@ -46,7 +46,7 @@ __all__ = [
     "weights_dir_for", "default_weights_dir", "get", "is_release", "select", "release_dir", "file_path",
     "download_release", "scan_dir", "verify_local", "local_files", "load_release", "load_network",
     "build_from_files", "to_release_layout", "family_of", "read_torch_file", "read_mean_std", "read_pix_mean",
-    "hpatches_overlap", "ubc_overlap", "check_evaluation", "published_rows",
+    "hpatches_overlap", "ubc_overlap", "check_evaluation", "published_rows", "ubc_test_sets", "hpatches_split_for",
 ]
 
 
@@ -69,8 +69,9 @@ def is_release(name: str) -> bool:
     return name in RELEASES
 
 
-def get(name: str, releases: Mapping[str, Release] = RELEASES) -> Release:
+def get(name: str, releases: Mapping[str, Release] | None = None) -> Release:
     """The release called ``name``; a refused or unknown name is an error saying why / what exists."""
+    releases = RELEASES if releases is None else releases
     if name in releases:
         return releases[name]
     if name in REFUSED:
@@ -81,8 +82,9 @@ def get(name: str, releases: Mapping[str, Release] = RELEASES) -> Release:
                          "(`descbench download weights --list` describes them)")
 
 
-def select(patterns: Sequence[str], releases: Mapping[str, Release] = RELEASES) -> list[Release]:
+def select(patterns: Sequence[str], releases: Mapping[str, Release] | None = None) -> list[Release]:
     """Releases by exact name or shell pattern (``'sosnet@*'``); none given = all, in catalogue order."""
+    releases = RELEASES if releases is None else releases
     if not patterns:
         return list(releases.values())
     chosen: dict[str, Release] = {}
@@ -293,3 +295,22 @@ def check_evaluation(release: Release | str, *, ubc_test_set: str | None = None,
                              f"{ALLOW_OVERLAP_FLAG} to evaluate anyway (the scores are then not test results)")
     log.warning("evaluating on training data (%s): %s", ALLOW_OVERLAP_FLAG, reason)
     return reason
+
+
+def ubc_test_sets(release: Release | str, sets: Iterable[str]) -> list[str]:
+    """The UBC sets of ``sets`` that ``release`` was not trained on (the workflow tests it on these)."""
+    release = get(release) if isinstance(release, str) else release
+    return [s for s in sets if s not in release.trained_on]
+
+
+def hpatches_split_for(release: Release | str, split: str) -> str | None:
+    """The HPatches split the workflow scores ``release`` on: ``split``; a release trained on one split's
+    train sequences is scored on that split (its test sequences); None for a release trained on all of
+    HPatches, or said to be (it gets no HPatches row)."""
+    release = get(release) if isinstance(release, str) else release
+    kind = release.hpatches_overlap
+    if kind in ("all", "claimed"):
+        return None
+    if kind.startswith("split:"):
+        return kind.split(":", 1)[1]
+    return split

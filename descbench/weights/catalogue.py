@@ -143,7 +143,7 @@ class Release:
 
     def summary(self) -> str:
         """One line for ``descbench list``: released weights, source, commit, licence, training data."""
-        return (f"released weights ({self.pin}, licence: {self.licence}; trained on {self.train_data})")
+        return f"released weights ({self.pin}, licence: {self.licence}; training data: {self.train_data})"
 
     def with_mirrors(self, mirrors: Callable[[WeightFile], tuple[Mirror, ...]],
                      checksums: Callable[[WeightFile], tuple[Checksum, ...]] | None = None) -> "Release":
@@ -225,7 +225,7 @@ CITE_SDGMNET = ("J. Ma, Y. Deng. SDGMNet: Statistic-based Dynamic Gradient Modul
 CITE_CDF = ("L. Zhang, S. Rusinkiewicz. Learning Local Descriptors with a CDF-Based Dynamic Soft Margin. "
             "ICCV 2019")
 CITE_SELF_TNET = ("J. Zhang, D. Tian, T. Wu, Y. Cao, Y. Du, Y. Wei. Self-supervised Example Difficulty "
-                  "Balancing for Local Descriptor Learning. ACML 2024")
+                  "Balancing for Local Descriptor Learning. ACML, PMLR 222:1654-1669")
 CITE_L2NET = ("Y. Tian, B. Fan, F. Wu. L2-Net: Deep Learning of Discriminative Patch Descriptor in "
               "Euclidean Space. CVPR 2017")
 

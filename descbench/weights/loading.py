@@ -415,6 +415,14 @@ def family_of(release: Release) -> Family:
     return FAMILIES[release.family]
 
 
+def empty_core(release: Release) -> nn.Module:
+    """The family's network with uninitialised storage: built on the meta device (no initialisation is
+    computed) and materialised on the CPU. Only for a strict load that overwrites every tensor."""
+    with torch.device("meta"):
+        net = family_of(release).build()
+    return net.to_empty(device="cpu")
+
+
 def build_from_files(release: Release, files: Mapping[str, str | os.PathLike]) -> LoadedRelease:
     """Build ``release``'s network from its files (role -> path), strictly; no checksum is checked here."""
     family = family_of(release)
@@ -425,7 +433,7 @@ def build_from_files(release: Release, files: Mapping[str, str | os.PathLike]) -
     weights = paths["weights"]
     obj = read_torch_file(weights, alternative=family.refuse_hint)
     state, info = unnest(obj, family.nesting, f"{weights} ({release.name})")
-    core = family.build()
+    core = empty_core(release)  # every tensor comes from the file (strict load)
     notes = load_mapped(core, state, family.key_map, f"{weights} ({release.name})")
     network = nets.Preprocessed(core, family.transform(paths)).eval()
     for key in ("epoch", "FPR"):
