@@ -20,7 +20,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from descbench import registry
+from descbench import registry, weights
 from descbench.errors import DescbenchError
 from descbench.report import layout
 
@@ -110,11 +110,16 @@ try:
     DESCRIPTORS = registry.all_descriptors()
 except DescbenchError as exc:  # a broken plug-in: its one-line message, not a traceback
     raise WorkflowError(str(exc)) from None
-LEARNED = sorted(n for n, d in DESCRIPTORS.items() if d.learned)
+LEARNED = sorted(n for n, d in DESCRIPTORS.items() if d.learned and d.released is None)  # trainable
 HANDCRAFTED_NAMES = sorted(n for n, d in DESCRIPTORS.items() if not d.learned)
 check_names("method (learned descriptor)", config["methods"], LEARNED)
 check_names("handcrafted descriptor", config["handcrafted"], HANDCRAFTED_NAMES)
-check_names("reference method", [config["reference"]], config["methods"])
+RELEASED = config.get("released", [])
+check_names("released weights", RELEASED, list(weights.RELEASES))
+if not config["methods"] and not RELEASED:
+    raise WorkflowError("the config has neither methods to train nor released weights to score; add one")
+if config["methods"]:
+    check_names("reference method", [config["reference"]], config["methods"])
 
 DATA = config["data"]["root"]
 RESULTS = config["results_dir"]
@@ -128,8 +133,31 @@ HANDCRAFTED = config["handcrafted"]
 
 check_names("UBC train set", TRAIN_SETS, UBC_SETS)
 check_names("HPatches train set (hpatches.train_set)", [HP_TRAIN_SET], TRAIN_SETS)
-if layout.HANDCRAFTED in UBC_SETS:
-    raise WorkflowError(f"a UBC set may not be called {layout.HANDCRAFTED!r}: rename it")
+for reserved in (layout.HANDCRAFTED, layout.RELEASED):
+    if reserved in UBC_SETS:
+        raise WorkflowError(f"a UBC set may not be called {reserved!r}: rename it")
+WEIGHTS = config["data"].get("weights") or str(weights.weights_dir_for(DATA))
+WEIGHTS_FROM = config["data"].get("weights_from")
+if RELEASED and config["data"]["source"] == "mini" and not WEIGHTS_FROM:
+    raise WorkflowError("`released` with data source mini needs data.weights_from (a folder holding the weight "
+                        "files): the offline preset downloads nothing")
+
+
+def released_ubc_scores():
+    """Score files of every released model on every configured UBC set it was not trained on."""
+    return [str(layout.ubc_released_dir(RESULTS, name, test) / f)
+            for name in RELEASED for test in weights.ubc_test_sets(name, UBC_SETS) for f in layout.UBC_SCORE_FILES]
+
+
+def released_hpatches_scores():
+    """HPatches score files of every released model; a release trained on one split's train sequences is
+    scored on that split; one trained on all of HPatches (or said to be) is not scored."""
+    out = []
+    for name in RELEASED:
+        split = weights.hpatches_split_for(name, HP_SPLIT)
+        if split is not None:
+            out += [str(layout.hpatches_released_dir(RESULTS, name, split) / f) for f in layout.HPATCHES_SCORE_FILES]
+    return out
 
 
 def init_from(method):
@@ -151,6 +179,7 @@ wildcard_constraints:
     method=r"[^/]+",
     split=r"[^/]+",
     seed=r"\d+",
+    release=r"[^/]+",
 
 
 include: "workflow/rules/data.smk"
@@ -162,4 +191,11 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        [str(p) for p in layout.report_files(RESULTS)],
+        [str(p) for p in layout.report_files(RESULTS)] if METHODS else [],
+        [f"{WEIGHTS}/{name}" for name in RELEASED],
+        released_ubc_scores(),
+        released_hpatches_scores(),
+        [str(layout.ubc_dir(RESULTS, m, t) / f) for m in HANDCRAFTED for t in UBC_SETS
+         for f in layout.UBC_SCORE_FILES] if not METHODS else [],
+        [str(layout.hpatches_dir(RESULTS, m, HP_SPLIT) / f) for m in HANDCRAFTED
+         for f in layout.HPATCHES_SCORE_FILES] if not METHODS else [],

@@ -41,7 +41,7 @@ def _list(args: argparse.Namespace) -> int:
 
     found = registry.discovery()
     for name, desc in sorted(found.descriptors.items()):
-        kind = "learned" if desc.learned else "handcrafted"
+        kind = "released" if desc.released is not None else "learned" if desc.learned else "handcrafted"
         extra = f", continues {desc.init_from}" if desc.init_from else ""
         print(f"{name:28s} {kind:11s} {desc.dim:4d}-D  {desc.patch_size}px{extra}  {desc.citation}")
     for problem in found.errors:

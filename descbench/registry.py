@@ -49,6 +49,8 @@ class Descriptor:
     ``patch_size`` itself. ``network()`` builds an ``nn.Module`` mapping float (B, 1, s, s) with
     s = ``patch_size`` to L2-normalised (B, dim). ``recipe`` is the ``TrainRecipe`` with the paper's
     values; ``init_from`` names the method whose trained model this one continues from (annealing).
+    ``released`` is set for the authors' released weights (a ``descbench.weights.Release``): such a
+    descriptor has no recipe, and ``network()`` loads the verified weights from the weights folder.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Descriptor:
     recipe: Any = None
     init_from: str | None = None
     source: str = ""
+    released: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

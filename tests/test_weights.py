@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -360,6 +359,9 @@ def test_key_map_refuses_what_it_cannot_account_for(tmp_path):
     path.write_bytes(_save({"model_arch": "h8pca128", "state_dict": sd}, False))
     with pytest.raises(DescbenchError, match="h8pca128"):
         weights.build_from_files(self_t, {"weights": path})
+    path.write_bytes(_save({"model_arch": "TeacherNet", "S_model_arch": "h8", "S_state_dict": sd}, False))
+    with pytest.raises(DescbenchError, match="S_model_arch is 'h8'"):
+        weights.build_from_files(self_t, {"weights": path})
 
 
 def test_hardtfeat_drops_its_sift_keys_explicitly(tmp_path):
@@ -551,3 +553,48 @@ def test_released_preset_lists_every_release():
     cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "released.yaml").read_text())
     assert cfg["released"] == list(weights.catalogue.RELEASES)
     assert cfg["methods"] == [] and cfg["data"]["source"] == "download"
+
+
+def _integrated() -> bool:
+    from dataclasses import fields
+
+    from descbench.registry import Descriptor
+
+    return "released" in {f.name for f in fields(Descriptor)}
+
+
+@pytest.mark.skipif(not _integrated(), reason="needs the registry/evaluate integration of released weights")
+def test_evaluate_released_weights_on_mini_data(tmp_path, capsys):
+    """The issue's check: download weights --from-dir (test-made files, pinned with --expect-sha256), then
+    evaluate by name on the mini data; training-data overlap is refused before any data is read."""
+    import json
+
+    from descbench.data import mini
+
+    data, wdir = tmp_path / "data", tmp_path / "DIR"
+    mini.make_mini(data, scale=0.25)
+    assert cli.main(["prepare", "ubc", "mini_notredame", "--root", str(data)]) == 0
+    assert cli.main(["prepare", "hpatches", "--root", str(data)]) == 0
+    pins = []
+    for name in ("tfeat@liberty", "hardnet-plus@liberty"):
+        release = weights.get(name)
+        for filename, content in release_files(release, randomised(release)).items():
+            (wdir / name).mkdir(parents=True, exist_ok=True)
+            (wdir / name / filename).write_bytes(content)
+            pins += ["--expect-sha256", f"{name}={hashlib.sha256(content).hexdigest()}"]
+    assert cli.main(["download", "weights", "tfeat@liberty", "hardnet-plus@liberty", "--from-dir", str(wdir),
+                     "--root", str(data), *pins]) == 0
+    out = tmp_path / "out"
+    assert cli.main(["evaluate", "ubc", "--descriptor", "tfeat@liberty", "--data", str(data),
+                     "--test-set", "mini_notredame", "--out", str(out / "ubc")]) == 0
+    summary = json.loads((out / "ubc" / "summary.json").read_text())
+    assert summary["released"]["name"] == "tfeat@liberty" and summary["released"]["licence"] == "MIT"
+    assert cli.main(["evaluate", "hpatches", "--descriptor", "hardnet-plus@liberty", "--data", str(data),
+                     "--tasks", "matching", "--out", str(out / "hp")]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", "ubc", "--descriptor", "tfeat@liberty", "--data", str(data),
+                     "--test-set", "liberty", "--out", str(out / "refused")]) == 2
+    assert "trained on liberty" in capsys.readouterr().err
+    assert cli.main(["evaluate", "hpatches", "--descriptor", "hardnet++", "--data", str(data),
+                     "--out", str(out / "refused2")]) == 2
+    assert "--allow-train-overlap" in capsys.readouterr().err

@@ -8,6 +8,8 @@ import argparse
 import re
 from pathlib import Path
 
+from descbench.fileio import check_writable
+
 
 def register(subparsers) -> None:
     """Add this area's sub-commands to the ``descbench`` parser."""
@@ -109,6 +111,7 @@ def _download_ubc(args: argparse.Namespace) -> int:
     from descbench.data import download, sources
     from descbench.errors import DescbenchError
 
+    check_writable(Path(args.root) / "raw", option="--root")
     catalogue = sources.CATALOGUE.ubc
     unknown = [s for s in args.sets if s not in catalogue]
     if unknown:
@@ -125,6 +128,7 @@ def _download_ubc(args: argparse.Namespace) -> int:
 def _download_hpatches(args: argparse.Namespace) -> int:
     from descbench.data import download, sources
 
+    check_writable(Path(args.root) / "raw", option="--root")
     archive = sources.CATALOGUE.hpatches.archive
     pins = _parse_pins(args.expect_sha256, {archive.name: archive.name, **{f: archive.name for f in archive.filenames}})
     _print_result(download.download_hpatches(sources.CATALOGUE.hpatches, args.root,
@@ -135,6 +139,7 @@ def _download_hpatches(args: argparse.Namespace) -> int:
 def _download_hpatches_tasks(args: argparse.Namespace) -> int:
     from descbench.data import download, sources
 
+    check_writable(Path(args.root) / "raw", option="--root")
     _print_result(download.download_hpatches_tasks(sources.CATALOGUE.hpatches_tasks, args.root,
                                                    from_dir=args.from_dir))
     return 0
@@ -289,6 +294,7 @@ def _make_mini(args: argparse.Namespace) -> int:
 
     from descbench.data import mini
 
+    check_writable(args.out, option="--out")
     start = time.perf_counter()
     made = mini.make_mini(args.out, seed=args.seed)
     seconds = time.perf_counter() - start

@@ -24,6 +24,36 @@ def _add_source(parser: argparse.ArgumentParser, allow_files: bool) -> None:
     parser.add_argument("--interpolation", default="linear", choices=("linear", "area", "cubic", "nearest"),
                         help="cv2.resize interpolation to a network's input side (default linear)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--weights", type=Path, metavar="DIR", default=None,
+                        help="folder of released weights for a NAME@SET descriptor (default DATA/weights; "
+                             "descbench download weights)")
+
+
+def _add_overlap_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-train-overlap", action="store_true",
+                        help="score released weights even on data they were trained on (refused otherwise)")
+
+
+def _released(args: argparse.Namespace):
+    """The ``descbench.weights.Release`` of ``--descriptor``, or None."""
+    if getattr(args, "descriptor", None) is None:
+        return None
+    from descbench import registry
+
+    return registry.get(args.descriptor).released
+
+
+def _weights_dir(args: argparse.Namespace) -> Path:
+    from descbench import weights
+
+    return args.weights if args.weights is not None else weights.weights_dir_for(args.data)
+
+
+def _note_release(summary: dict, release, overlap: str | None) -> None:
+    summary["released"] = {"name": release.name, "source": release.pin, "licence": release.licence,
+                           "train_data": release.train_data}
+    if overlap:
+        summary["train_overlap"] = overlap
 
 
 def _extractor(args: argparse.Namespace):
@@ -34,7 +64,7 @@ def _extractor(args: argparse.Namespace):
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return make_extractor(args.descriptor, args.model, batch_size=args.batch_size,
+    return make_extractor(args.descriptor, args.model, weights_dir=_weights_dir(args), batch_size=args.batch_size,
                           interpolation=args.interpolation, device=device)
 
 
@@ -68,10 +98,17 @@ def _evaluate_ubc(args: argparse.Namespace) -> int:
     from descbench.evaluate.ubc import evaluate_ubc
 
     out = _prepare_out(args.out or _default_out("ubc", args, args.test_set), UBC_RESULT_FILES, "UBC")
+    release = _released(args)
+    if release is not None:
+        from descbench import weights
+
+        overlap = weights.check_evaluation(release, ubc_test_set=args.test_set, allow=args.allow_train_overlap)
     extractor = _extractor(args)
     table, summary = evaluate_ubc(extractor, load_ubc(args.data, args.test_set), args.test_set,
                                   args.convention)
     summary["descriptor"] = _source_name(args, extractor)
+    if release is not None:
+        _note_release(summary, release, overlap)
     write_result_set(out, {"pairs": table}, summary, UBC_RESULT_FILES, "UBC")
     print(f"UBC {args.test_set}: FPR95 = {100 * summary['fpr95']:.2f} % "
           f"({summary['descriptor']}, {args.convention} convention, {summary['n_pairs']} pairs) -> {out}")
@@ -106,11 +143,19 @@ def _evaluate_hpatches(args: argparse.Namespace) -> int:
         raise DescbenchError(f"--tasks {args.tasks!r}: use a comma list of {', '.join(hpatches.TASKS)}")
     out = _prepare_out(args.out or _default_out("hpatches", args, args.split), hpatches.RESULT_FILES,
                        "HPatches")
+    release = _released(args)
+    if release is not None:
+        from descbench import weights
+
+        overlap = weights.check_evaluation(release, hpatches_sequences=split["test"], splits=splits,
+                                           allow=args.allow_train_overlap)
     needed = list(split["test"]) if convention.name == "python" else None
     per_sequence, name = _hpatches_descriptors(args, needed)
     desc = hpatches.HPatchesDescriptors(per_sequence)
     results, summary = hpatches.evaluate(desc, task_dir, args.split, convention, selected)
     summary["descriptor"] = name
+    if release is not None:
+        _note_release(summary, release, overlap)
     hpatches.write_results(out, results, summary)
     print(hpatches.format_summary(summary))
     print(f"-> {out}")
@@ -161,6 +206,7 @@ def register(subparsers) -> None:
     ubc.add_argument("--out", type=Path, default=None,
                      help="output folder for pairs.csv and summary.json (default results/adhoc/ubc/...); "
                           "written as a whole, replacing an earlier result set there")
+    _add_overlap_flag(ubc)
     ubc.set_defaults(func=_evaluate_ubc)
 
     hp = sub.add_parser("hpatches", help="HPatches verification, matching and retrieval")
@@ -174,6 +220,7 @@ def register(subparsers) -> None:
     hp.add_argument("--out", type=Path, default=None,
                     help="output folder for the tidy csvs and summary.json (default results/adhoc/hpatches/...); "
                          "written as a whole, replacing an earlier result set there")
+    _add_overlap_flag(hp)
     hp.set_defaults(func=_evaluate_hpatches)
 
     export = subparsers.add_parser(

@@ -44,6 +44,9 @@ class Extractor:
     def __init__(self, descriptor: registry.Descriptor, network: torch.nn.Module | None = None,
                  batch_size: int = 512, interpolation: str = "linear", device: str = "cpu"):
         if descriptor.learned and network is None:
+            if descriptor.released is not None:
+                raise DescbenchError(f"{descriptor.name!r} is released weights: load them with "
+                                     "descbench.weights.load_network (make_extractor does)")
             raise DescbenchError(
                 f"{descriptor.name!r} is a learned descriptor: give its trained model with --model PATH")
         if interpolation not in INTERPOLATIONS:
@@ -127,8 +130,10 @@ class Extractor:
 
 
 def make_extractor(descriptor: str | None = None, model: str | os.PathLike | None = None,
-                   **kwargs) -> Extractor:
-    """An extractor for a registered descriptor name or a trained model file (exactly one)."""
+                   weights_dir: str | os.PathLike | None = None, **kwargs) -> Extractor:
+    """An extractor for a registered descriptor name or a trained model file (exactly one). A released
+    descriptor (``name@set``) gets its network with the verified weights from ``weights_dir``
+    (default ``descbench.weights.default_weights_dir()``)."""
     if (descriptor is None) == (model is None):
         raise DescbenchError("give exactly one of --descriptor NAME or --model PATH")
     if model is not None:
@@ -136,7 +141,12 @@ def make_extractor(descriptor: str | None = None, model: str | os.PathLike | Non
 
         network, desc, _ = load_model(model)
         return Extractor(desc, network, **kwargs)
-    return Extractor(registry.get(descriptor), **kwargs)
+    desc = registry.get(descriptor)
+    if desc.released is not None:
+        from descbench import weights
+
+        return Extractor(desc, weights.load_network(desc.released, weights_dir), **kwargs)
+    return Extractor(desc, **kwargs)
 
 
 def describe_sequences(extractor: Extractor, sequences: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -14,9 +14,12 @@ UBC_LEARNED_DIR = "scores/ubc/{train_set}/{method}/seed{seed}/{test_set}"
 UBC_HANDCRAFTED_DIR = "scores/ubc/handcrafted/{method}/{test_set}"
 HPATCHES_LEARNED_DIR = "scores/hpatches/{split}/{train_set}/{method}/seed{seed}"
 HPATCHES_HANDCRAFTED_DIR = "scores/hpatches/{split}/handcrafted/{method}"
+UBC_RELEASED_DIR = "scores/ubc/released/{release}/{test_set}"
+HPATCHES_RELEASED_DIR = "scores/hpatches/{split}/released/{release}"
 
-# train-set name reserved for handcrafted scores in the paths above
+# train-set names reserved for handcrafted and released-weights scores in the paths above
 HANDCRAFTED = "handcrafted"
+RELEASED = "released"
 
 MODEL_FILES = ("model.pt", "metrics.csv", "diagnostics.npz")
 UBC_SCORE_FILES = ("summary.json", "pairs.csv")
@@ -48,6 +51,15 @@ def hpatches_dir(results: str | Path, method: str, split: str, train_set: str | 
         return Path(results) / HPATCHES_HANDCRAFTED_DIR.format(split=split, method=method)
     return Path(results) / HPATCHES_LEARNED_DIR.format(split=split, train_set=train_set,
                                                        method=method, seed=seed)
+
+
+def ubc_released_dir(results: str | Path, release: str, test_set: str) -> Path:
+    """Scores of the released weights ``release`` (descbench.weights) on UBC ``test_set``."""
+    return Path(results) / UBC_RELEASED_DIR.format(release=release, test_set=test_set)
+
+
+def hpatches_released_dir(results: str | Path, release: str, split: str) -> Path:
+    return Path(results) / HPATCHES_RELEASED_DIR.format(release=release, split=split)
 
 
 def table_files(results: str | Path) -> list[Path]:

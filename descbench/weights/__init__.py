@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import glob
 import json
 import logging
 import os
@@ -169,7 +170,7 @@ def scan_dir(releases: Iterable[Release], from_dir: str | os.PathLike,
     for release in releases:
         ok = True
         for wfile in release.files:
-            candidates = sorted(p for p in from_dir.rglob(wfile.filename) if p.is_file())
+            candidates = sorted(p for p in from_dir.rglob(glob.escape(wfile.filename)) if p.is_file())
             for c in candidates:
                 seen.setdefault(c, wfile.filename)
             good = [c for c in candidates if _matches(digests(c), wfile, pins.get(wfile.filename))]

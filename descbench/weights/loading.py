@@ -163,10 +163,14 @@ def unnest(obj: Any, nesting: Nesting, origin: str) -> tuple[dict[str, torch.Ten
         key = found[0]
         if nesting.arch_key is not None:
             arch = obj.get(nesting.arch_key)
-            if arch is not None and arch not in nesting.archs:
-                raise DescbenchError(f"{origin}: {nesting.arch_key} is {arch!r}; descbench loads only "
-                                     f"{', '.join(nesting.archs)} from this release")
+            student = obj.get("S_" + nesting.arch_key) if key.startswith("S_") else None
+            for k, value in ((nesting.arch_key, arch), ("S_" + nesting.arch_key, student)):
+                if value is not None and value not in nesting.archs:
+                    raise DescbenchError(f"{origin}: {k} is {value!r}; descbench loads only "
+                                         f"{', '.join(nesting.archs)} from this release")
             info[nesting.arch_key] = arch
+            if student is not None:
+                info["S_" + nesting.arch_key] = student
         extra = [k for k in obj if k != key and k not in nesting.containers and k not in nesting.metadata
                  and k != nesting.arch_key]
         if extra:
@@ -388,7 +392,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            Nesting(("model_state_dict",), ("epoch", "FPR")), SDGMNET_KEYS, _fixed()),
     Family("self-tnet", lambda: nets.L2NetFRN(dim=128, dropout=0.3),
            Nesting(("state_dict", "S_state_dict"), ("epoch",), arch_key="model_arch",
-                   archs=("SDGMNet128", "SDGMNet", "TeacherNet")), SDGMNET_KEYS, _fixed(),
+                   archs=("SDGMNet128", "SDGMNet", "TeacherNet")), SDGMNET_KEYS, _fixed(),  # student: S_*
            refuse_hint="re-save checkpoint['S_state_dict'] (or ['state_dict']) alone in a trusted sandbox and "
                        "pass it with --from-dir and --expect-sha256"),
     Family("tfeat", lambda: nets.TFeat(), BARE, SAME_KEYS, _fixed(scale=255.0)),

@@ -102,3 +102,25 @@ rule prepare_hpatches:
     threads: 1
     shell:
         "descbench prepare hpatches --root {DATA:q} > {log:q} 2>&1"
+
+
+# Released weights (config `released`): one folder per release under WEIGHTS, verified against the pins of
+# descbench.weights; from the network (source download) or from data.weights_from (any source).
+WEIGHTS_FROM_FLAG = ["--from-dir", WEIGHTS_FROM] if WEIGHTS_FROM else []
+
+
+rule download_weights:
+    output:
+        directory(f"{WEIGHTS}/{{release}}"),
+    log:
+        f"{RESULTS}/logs/data/download_weights_{{release}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/download_weights_{{release}}.tsv"
+    params:
+        from_dir=WEIGHTS_FROM_FLAG,
+    threads: 1
+    resources:
+        downloads=1,
+    shell:
+        "descbench download weights {wildcards.release:q} --weights-dir {WEIGHTS:q} {params.from_dir:q}"
+        " > {log:q} 2>&1"

@@ -78,3 +78,47 @@ rule evaluate_hpatches_handcrafted:
     shell:
         "descbench evaluate hpatches --descriptor {wildcards.method:q} --split {wildcards.split:q}"
         " --data {DATA:q} --convention {HP_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+# Released weights: each on the UBC sets it was not trained on and on HPatches (never on its training data;
+# the command refuses that itself). Scores sit beside our own trainings, under scores/*/released/.
+UBC_RELEASED = f"{RESULTS}/{layout.UBC_RELEASED_DIR}"
+HP_RELEASED = f"{RESULTS}/{layout.HPATCHES_RELEASED_DIR}"
+
+
+rule evaluate_ubc_released:
+    input:
+        weights=f"{WEIGHTS}/{{release}}",
+        data=ubc_prepared("{test_set}"),
+    output:
+        [f"{UBC_RELEASED}/{name}" for name in layout.UBC_SCORE_FILES],
+    log:
+        f"{RESULTS}/logs/evaluate/ubc/released/{{release}}/{{test_set}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/ubc/released/{{release}}/{{test_set}}.tsv"
+    params:
+        out=lambda wildcards: UBC_RELEASED.format(**wildcards),
+    threads: config["threads"]["evaluate"]
+    shell:
+        "descbench evaluate ubc --descriptor {wildcards.release:q} --weights {WEIGHTS:q}"
+        " --test-set {wildcards.test_set:q} --data {DATA:q} --convention {UBC_CONVENTION:q}"
+        " --out {params.out:q} > {log:q} 2>&1"
+
+
+rule evaluate_hpatches_released:
+    input:
+        weights=f"{WEIGHTS}/{{release}}",
+        data=HPATCHES_PREPARED,
+    output:
+        [f"{HP_RELEASED}/{name}" for name in layout.HPATCHES_SCORE_FILES],
+    log:
+        f"{RESULTS}/logs/evaluate/hpatches/{{split}}/released/{{release}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/hpatches/{{split}}/released/{{release}}.tsv"
+    params:
+        out=lambda wildcards: HP_RELEASED.format(**wildcards),
+    threads: config["threads"]["evaluate"]
+    shell:
+        "descbench evaluate hpatches --descriptor {wildcards.release:q} --weights {WEIGHTS:q}"
+        " --split {wildcards.split:q} --data {DATA:q} --convention {HP_CONVENTION:q}"
+        " --out {params.out:q} > {log:q} 2>&1"
