@@ -191,11 +191,7 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        [str(p) for p in layout.report_files(RESULTS)] if METHODS else [],
+        [str(p) for p in layout.report_files(RESULTS)],
         [f"{WEIGHTS}/{name}" for name in RELEASED],
         released_ubc_scores(),
         released_hpatches_scores(),
-        [str(layout.ubc_dir(RESULTS, m, t) / f) for m in HANDCRAFTED for t in UBC_SETS
-         for f in layout.UBC_SCORE_FILES] if not METHODS else [],
-        [str(layout.hpatches_dir(RESULTS, m, HP_SPLIT) / f) for m in HANDCRAFTED
-         for f in layout.HPATCHES_SCORE_FILES] if not METHODS else [],

@@ -72,3 +72,17 @@ def test_report_rule_runs_alone_and_the_html_report_carries_tables_and_figures(t
     text = html.read_text(errors="replace")
     for name in ("ubc_fpr95", "hpatches_summary", "training_curves", "difficulty", "tests.csv"):
         assert name in text
+
+
+def test_released_only_dry_run_plans_the_report_on_the_released_scores(tmp_path):
+    """config/released.yaml trains nothing (methods: []): the report still runs, on the released scores."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(REPO / "config" / "released.yaml"), "--dry-run", "--forceall"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    after = run.stdout.split("rule report:", 1)[1]
+    inputs = next(line for line in after.splitlines() if line.strip().startswith("input:"))
+    results = yaml.safe_load((REPO / "config" / "released.yaml").read_text())["results_dir"]
+    assert str(layout.ubc_released_dir(results, "hardnet-plus@liberty", "notredame") / "summary.json") in inputs
+    assert str(layout.hpatches_released_dir(results, "sosnet@hpatches_a", "a") / "summary.json") in inputs
+    assert "rule train:" not in run.stdout

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from descbench import weights
 from descbench.errors import DescbenchError
 from descbench.fileio import write_csv
 from descbench.report import figures, layout, stats
@@ -21,6 +22,27 @@ log = logging.getLogger(__name__)
 LEVEL_LABELS = {"easy": "E", "hard": "H", "tough": "T"}
 TASKS = ("verification", "matching", "retrieval")
 DAGGER = "†"
+RELEASED_TAG = "released"
+
+
+def released_label(release: str, split: str | None = None) -> str:
+    """The table row of released weights, e.g. 'hardnet-plus@liberty (released)'; ``split`` when the release
+    is scored on another HPatches split than the table's."""
+    return f"{release} ({RELEASED_TAG}, split {split})" if split else f"{release} ({RELEASED_TAG})"
+
+
+def released_ubc_columns(release: str, columns: list[tuple[str, str]], ubc_sets: list[str]) -> dict[int, str]:
+    """{column index: test set} of the UBC columns a release fills.
+
+    A release trained on one configured UBC set fills that set's train→test columns; one trained on no UBC
+    set, or on several, fills every column whose test set it was not trained on. The test set must be one
+    it was not trained on (descbench.weights.ubc_test_sets), so cells stay empty where the release was
+    trained on the test set or its train→test pair is not configured.
+    """
+    tested = set(weights.ubc_test_sets(release, ubc_sets))
+    own = [s for s in weights.get(release).trained_on if s in ubc_sets]
+    return {j: test for j, (train, test) in enumerate(columns)
+            if test in tested and (len(own) != 1 or train == own[0])}
 
 
 @dataclass
@@ -73,7 +95,14 @@ class ReportBuilder:
 
     @property
     def rows(self) -> list[str]:
+        """Our own rows (trained methods, then handcrafted); released weights follow in each table."""
         return list(self.cfg.methods) + [m for m in self.cfg.handcrafted if m not in self.cfg.methods]
+
+    def _released_note(self) -> str:
+        ref = self.cfg.reference
+        tested = f"not tested against {ref} (never marked {DAGGER})" if ref else "not tested"
+        return (f"Rows marked ({RELEASED_TAG}): the authors' released weights (descbench.weights), one "
+                f"evaluation each with the same protocol, no seeds; {tested}.")
 
     # -- UBC -----------------------------------------------------------------------------------------
     def _fpr_values(self, method: str, train: str, test: str) -> list[float]:
@@ -83,7 +112,8 @@ class ReportBuilder:
         cfg = self.cfg
         columns = cfg.ubc_columns()
         labels = [f"{train}→{test}" for train, test in columns] + ["mean"]
-        cells, values, tidy = [], np.full((len(self.rows), len(labels)), np.nan), []
+        rows = self.rows
+        cells, values, tidy = [], np.full((len(rows), len(labels)), np.nan), []
         dagger_tests: dict[tuple[str, int], list[int]] = {}
         for i, method in enumerate(self.rows):
             row = []
@@ -95,24 +125,62 @@ class ReportBuilder:
                 row.append(text)
                 values[i, j] = mean
                 tidy.append(dict(method=method, train_set=train, test_set=test, n_seeds=n,
-                                 fpr95_mean=mean, fpr95_sd=sd))
-                if method != cfg.reference:
+                                 fpr95_mean=mean, fpr95_sd=sd, released=False))
+                if cfg.reference is not None and method != cfg.reference:
                     dagger_tests[(method, j)] = self._mcnemar(method, train, test)
             seed_means = list(np.mean(np.array(per_seed_cols), axis=0))
             text, mean, sd, n = mean_sd(seed_means)
             row.append(text)
             values[i, -1] = mean
             tidy.append(dict(method=method, train_set="mean", test_set="mean", n_seeds=n,
-                             fpr95_mean=mean, fpr95_sd=sd))
+                             fpr95_mean=mean, fpr95_sd=sd, released=False))
             cells.append(row)
+        released_rows, released_values, left_out = [], [], []
+        for release in cfg.released:
+            filled = released_ubc_columns(release, columns, cfg.ubc_sets)
+            if not filled:
+                left_out.append(release)
+                continue
+            label = released_label(release)
+            row, row_values = [""] * len(labels), np.full(len(labels), np.nan)
+            for j, test in filled.items():
+                value = 100 * self.results.released_ubc_fpr95(release, test)
+                row[j], row_values[j] = f"{value:.2f}", value
+                train, _ = columns[j]
+                tidy.append(dict(method=label, train_set=train, test_set=test, n_seeds=1,
+                                 fpr95_mean=value, fpr95_sd=np.nan, released=True))
+            if len(filled) == len(columns):
+                mean = float(np.mean(row_values[:-1]))
+                row[-1], row_values[-1] = f"{mean:.2f}", mean
+                tidy.append(dict(method=label, train_set="mean", test_set="mean", n_seeds=1,
+                                 fpr95_mean=mean, fpr95_sd=np.nan, released=True))
+            released_rows.append(label)
+            released_values.append(row_values)
+            cells.append(row)
+        if released_values:
+            values = np.vstack([values, np.array(released_values)])
         table = Table(title=f"UBC PhotoTour FPR95 (%), lower is better ({cfg.preset} preset)",
-                      row_header="method", rows=self.rows, columns=labels, cells=cells,
-                      values=values, lower_is_better=True, tidy=pd.DataFrame(tidy))
+                      row_header="method", rows=rows + released_rows, columns=labels, cells=cells,
+                      values=values, lower_is_better=True,
+                      tidy=pd.DataFrame(tidy, columns=["method", "train_set", "test_set", "n_seeds",
+                                                       "fpr95_mean", "fpr95_sd", "released"]))
         self._dagger_after_holm(table, dagger_tests, "ubc_fpr95")
-        table.notes.append(f"Mean ± sd over seeds {cfg.seeds}; handcrafted descriptors have no seed. "
-                           f"{DAGGER}: differs from {cfg.reference} by an exact McNemar test on the "
-                           "non-matching pairs (each at its own 95 %-recall threshold), Holm-adjusted "
-                           f"p < {cfg.alpha} for every seed.")
+        note = f"Mean ± sd over seeds {cfg.seeds}; handcrafted descriptors have no seed. "
+        if cfg.reference is not None:
+            note += (f"{DAGGER}: differs from {cfg.reference} by an exact McNemar test on the "
+                     "non-matching pairs (each at its own 95 %-recall threshold), Holm-adjusted "
+                     f"p < {cfg.alpha} for every seed.")
+        else:
+            note += "No reference method: no significance tests."
+        table.notes.append(note)
+        if cfg.released:
+            table.notes.append(
+                self._released_note() + " A release trained on one UBC set fills that set's train→test "
+                "columns; one trained on no UBC set or on several fills every column of a test set it was "
+                "not trained on; a cell is empty where the release was trained on the test set or the pair "
+                "is not configured, and its mean is given only when every column is filled.")
+        if left_out:
+            table.notes.append(f"Released weights with no configured train→test pair: {', '.join(left_out)}.")
         return table
 
     def _mcnemar(self, method: str, train: str, test: str) -> list[int]:
@@ -139,6 +207,8 @@ class ReportBuilder:
     def _dagger_after_holm(self, table: Table, cell_tests: dict[tuple[str, int], list[int]],
                            family: str) -> None:
         """Holm-adjust ``family`` now and mark cells whose every test stays significant."""
+        if not cell_tests:
+            return
         frame = pd.DataFrame(self.tests.rows)
         members = frame.index[frame["family"] == family] if not frame.empty else []
         adjusted = dict(zip(members, stats.holm(frame.loc[members, "p"].to_numpy(dtype=float))))
@@ -156,13 +226,15 @@ class ReportBuilder:
         cfg = self.cfg
         labels = [t.capitalize() for t in TASKS] + [
             f"{t[:5].capitalize()}. {LEVEL_LABELS[lv]}" for t in TASKS for lv in stats.LEVELS]
-        cells, values, tidy = [], np.full((len(self.rows), len(labels)), np.nan), []
+        rows = self.rows
+        cells, values, tidy = [], np.full((len(rows), len(labels)), np.nan), []
         cell_tests: dict[tuple[str, int], list[int]] = {}
-        ref_seq = {task: self._per_sequence(cfg.reference, task) for task in ("matching", "retrieval")}
-        for i, method in enumerate(self.rows):
+        ref_seq = ({task: self._per_sequence(cfg.reference, task) for task in ("matching", "retrieval")}
+                   if cfg.reference is not None else {})
+        entries = [(task, None) for task in TASKS] + [(t, lv) for t in TASKS for lv in stats.LEVELS]
+        for i, method in enumerate(rows):
             evaluations = self._hp_seeds(method)
             row = []
-            entries = [(task, None) for task in TASKS] + [(t, lv) for t in TASKS for lv in stats.LEVELS]
             for j, (task, level) in enumerate(entries):
                 if level is None:
                     vals = [float(e["summary"][task]) for e in evaluations]
@@ -172,9 +244,9 @@ class ReportBuilder:
                 row.append(text)
                 values[i, j] = mean
                 tidy.append(dict(method=method, task=task, level=level or "all", n_seeds=n,
-                                 map_mean=mean, map_sd=sd))
+                                 map_mean=mean, map_sd=sd, split=cfg.hp_split, released=False))
             cells.append(row)
-            if method != cfg.reference:
+            if cfg.reference is not None and method != cfg.reference:
                 for task in ("matching", "retrieval"):
                     seq, own = ref_seq[task][0], self._per_sequence(method, task)
                     self._check_sequences(own[0], seq, method)
@@ -187,15 +259,52 @@ class ReportBuilder:
                         "sequences differ in size and difficulty; the test treats them as "
                         "exchangeable units")
                     cell_tests[(method, TASKS.index(task))] = [k]
+        released_rows, released_values, unscored, other_split = [], [], [], []
+        for release in cfg.released:
+            split = weights.hpatches_split_for(release, cfg.hp_split)
+            if split is None:
+                unscored.append(release)
+                continue
+            same = split == cfg.hp_split
+            label = released_label(release, None if same else split)
+            if not same:
+                other_split.append(label)
+            summary = self.results.released_hpatches(release, split)
+            row, row_values = [], np.full(len(labels), np.nan)
+            for j, (task, level) in enumerate(entries):
+                value = 100 * float(summary[task] if level is None else summary["levels"][task][level])
+                row.append(f"{value:.2f}")
+                if same:  # ranked only against scores on the same sequences
+                    row_values[j] = value
+                tidy.append(dict(method=label, task=task, level=level or "all", n_seeds=1,
+                                 map_mean=value, map_sd=np.nan, split=split, released=True))
+            released_rows.append(label)
+            released_values.append(row_values)
+            cells.append(row)
+        if released_values:
+            values = np.vstack([values, np.array(released_values)])
         train = f"trained on {cfg.hp_train_set}"
         table = Table(title=f"HPatches mAP (%), split {cfg.hp_split}, higher is better; learned "
                             f"models {train} ({cfg.preset} preset)",
-                      row_header="method", rows=self.rows, columns=labels, cells=cells, values=values,
-                      lower_is_better=False, tidy=pd.DataFrame(tidy))
+                      row_header="method", rows=rows + released_rows, columns=labels, cells=cells,
+                      values=values, lower_is_better=False,
+                      tidy=pd.DataFrame(tidy, columns=["method", "task", "level", "n_seeds", "map_mean",
+                                                       "map_sd", "split", "released"]))
         self._dagger_after_holm(table, cell_tests, "hpatches")
-        table.notes.append(f"Mean ± sd over seeds {cfg.seeds}. E/H/T: Easy/Hard/Tough. {DAGGER}: "
-                           f"differs from {cfg.reference} by a Wilcoxon signed-rank test over "
-                           f"sequences, Holm-adjusted p < {cfg.alpha}.")
+        note = f"Mean ± sd over seeds {cfg.seeds}. E/H/T: Easy/Hard/Tough. "
+        if cfg.reference is not None:
+            note += (f"{DAGGER}: differs from {cfg.reference} by a Wilcoxon signed-rank test over "
+                     f"sequences, Holm-adjusted p < {cfg.alpha}.")
+        else:
+            note += "No reference method: no significance tests."
+        table.notes.append(note)
+        if cfg.released:
+            table.notes.append(self._released_note())
+        if other_split:
+            table.notes.append(f"Scored on the test sequences of another split (the release was trained on "
+                               f"that split's training sequences), so not ranked: {', '.join(other_split)}.")
+        if unscored:
+            table.notes.append(f"Trained on all of HPatches (or said to be), so not scored: {', '.join(unscored)}.")
         return table
 
     @staticmethod
@@ -280,9 +389,14 @@ class ReportBuilder:
         if multi_seed:
             notes.append("p seeds: paired t-test over seeds on the same endpoint, Holm-adjusted "
                          "within that family.")
-        if not rows:
+        if ref is None:
+            notes = ["No trained methods are configured, so there is no reference and no ablation."]
+        elif not rows:
             notes.append(f"No ablation variants ('{ref}-...') are configured.")
-        return Table(title=f"Ablations against {ref} ({cfg.preset} preset)", row_header="comparison",
+        if cfg.released:
+            notes.append(f"Released weights ({RELEASED_TAG}) take no part in the ablations.")
+        return Table(title=f"Ablations against {ref or 'no reference'} ({cfg.preset} preset)",
+                     row_header="comparison",
                      rows=rows, columns=columns, cells=cells, notes=notes,
                      tidy=pd.DataFrame(tidy, columns=["variant", "endpoint", "reference", "value",
                                                       "delta", "ci_low", "ci_high", "test", "p",
@@ -388,7 +502,9 @@ class ReportBuilder:
 def build_report(cfg_dict: dict[str, Any], results_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Write every table, the statistics file and the figures; return the written paths."""
     cfg = ReportConfig.from_config(cfg_dict)
-    if cfg.reference not in cfg.methods:
+    if not cfg.methods and not cfg.handcrafted and not cfg.released:
+        raise DescbenchError("the config has no methods, handcrafted descriptors or released weights to report")
+    if cfg.methods and cfg.reference not in cfg.methods:
         raise DescbenchError(f"the reference method {cfg.reference!r} is not among the configured "
                              f"methods {cfg.methods}; add it or change 'reference'")
     results = Results(results_dir, cfg)

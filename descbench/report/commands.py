@@ -21,8 +21,9 @@ def register(subparsers) -> None:
     source.add_argument("--config", type=Path, help="the workflow config file (YAML or JSON)")
     source.add_argument("--config-json", help="the workflow config as a JSON string (used by the "
                                               "Snakefile, which passes its merged config)")
-    p.add_argument("--results", type=Path, default=Path("results"),
-                   help="the workflow's results directory (default: results)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="the workflow's results directory (default: the config's results_dir, else "
+                        "results)")
     p.add_argument("--out", type=Path, default=None, help="where to write (default: --results)")
     p.set_defaults(func=_report)
 
@@ -48,8 +49,9 @@ def _report(args: argparse.Namespace) -> int:
     from descbench.report.build import build_report
 
     cfg = _load_config(args)
-    out = args.out if args.out is not None else args.results
-    written = build_report(cfg, args.results, out)
+    results = args.results if args.results is not None else Path(cfg.get("results_dir", "results"))
+    out = args.out if args.out is not None else results
+    written = build_report(cfg, results, out)
     for table in sorted(p for p in written if p.suffix == ".md"):
         print(table.read_text())
     print(f"wrote {len(written)} files under {out}")

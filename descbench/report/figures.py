@@ -85,7 +85,10 @@ def training_curves(builder: "ReportBuilder") -> plt.Figure:
     ax_val.set_title(_validation_title(builder, train_set, seed))
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
-    ax_loss.legend(fontsize=7)
+    if cfg.methods:
+        ax_loss.legend(fontsize=7)
+    else:
+        ax_loss.text(0.5, 0.5, "no trained methods", ha="center", va="center", transform=ax_loss.transAxes)
     fig.suptitle(f"Training on {train_set}, seed {seed} ({cfg.preset} preset)")
     return fig
 
@@ -121,6 +124,11 @@ def with_stages(methods: list[str]) -> list[str]:
 
 def difficulty(builder: "ReportBuilder") -> plt.Figure:
     cfg = builder.cfg
+    if cfg.reference is None:  # released weights and handcrafted only: nothing was trained
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No trained methods: no difficulty distributions", ha="center", va="center")
+        return fig
     methods = with_stages([cfg.reference] + cfg.variants)
     seed, train_set = cfg.seeds[0], cfg.hp_train_set
     quantities = (("hist_a", "a (positive distance)"), ("hist_b", "b (hardest negative)"),

@@ -7,7 +7,7 @@ drops a configured method or seed.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ class ReportConfig:
     preset: str
     methods: list[str]
     handcrafted: list[str]
-    reference: str
+    reference: str | None
     seeds: list[int]
     ubc_sets: list[str]
     train_sets: list[str]
@@ -53,6 +53,7 @@ class ReportConfig:
     n_bootstrap: int
     bootstrap_seed: int
     alpha: float
+    released: list[str] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "ReportConfig":
@@ -60,11 +61,13 @@ class ReportConfig:
             return cls(
                 preset=str(cfg.get("preset", "")),
                 methods=list(cfg["methods"]), handcrafted=list(cfg.get("handcrafted", [])),
-                reference=cfg["reference"], seeds=[int(s) for s in cfg["seeds"]],
+                # no trained method, no reference (released weights and handcrafted only)
+                reference=cfg["reference"] if cfg["methods"] else None, seeds=[int(s) for s in cfg["seeds"]],
                 ubc_sets=list(cfg["ubc"]["sets"]), train_sets=list(cfg["ubc"]["train_sets"]),
                 hp_split=cfg["hpatches"]["split"], hp_train_set=cfg["hpatches"]["train_set"],
                 n_bootstrap=int(cfg["report"]["n_bootstrap"]),
                 bootstrap_seed=int(cfg["report"]["seed"]), alpha=float(cfg["report"]["alpha"]),
+                released=list(cfg.get("released") or []),
             )
         except KeyError as exc:
             raise DescbenchError(f"the report config lacks the key {exc}; pass the workflow config "
@@ -73,6 +76,8 @@ class ReportConfig:
     @property
     def variants(self) -> list[str]:
         """The ablations: configured methods named '<reference>-...'."""
+        if self.reference is None:
+            return []
         return [m for m in self.methods if m.startswith(f"{self.reference}-")]
 
     def ubc_columns(self) -> list[tuple[str, str]]:
@@ -135,6 +140,16 @@ class Results:
                                       ("query", "sequence", "level", "pool", "ap")),
             }
         return self._hp[key]
+
+    # -- released weights (descbench.weights): one evaluation each, no seed --------------------------
+    def released_ubc_fpr95(self, release: str, test_set: str) -> float:
+        path = layout.ubc_released_dir(self.root, release, test_set) / "summary.json"
+        return float(read_json(path, "evaluate_ubc_released")["fpr95"])
+
+    def released_hpatches(self, release: str, split: str) -> dict[str, Any]:
+        """summary.json of the HPatches evaluation of ``release`` on ``split``."""
+        path = layout.hpatches_released_dir(self.root, release, split) / "summary.json"
+        return read_json(path, "evaluate_hpatches_released")
 
     # -- training ----------------------------------------------------------------------------------
     def metrics(self, method: str, train_set: str, seed: int) -> pd.DataFrame:

@@ -161,8 +161,8 @@ def _check_shape(n_available: int, n_classes: int, n_per_class: int) -> None:
             "negatives to exist")
 
 
-class BatchSampler:
-    """Deterministic K x P batches over the classes ``classes`` (positions into ``index.classes``)."""
+class _Sampler:
+    """K classes x (up to) P patches over the classes ``classes`` (positions into ``index.classes``)."""
 
     def __init__(self, index: ClassIndex, classes: np.ndarray, n_classes: int, n_per_class: int,
                  seed: int):
@@ -172,7 +172,14 @@ class BatchSampler:
         self.K = n_classes
         self.P = n_per_class
         self.seed = int(seed)
-        self.batches_per_pass = len(self.classes) // n_classes
+
+
+class BatchSampler(_Sampler):
+    """Deterministic K x P batches over the classes ``classes`` (positions into ``index.classes``)."""
+
+    @property
+    def batches_per_pass(self) -> int:
+        return len(self.classes) // self.K
 
     def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Patch indices (K*P,) and their labels (K*P,) of batch ``step`` of ``epoch``, class-major."""
@@ -194,22 +201,13 @@ class BatchSampler:
         return patches, labels
 
 
-class RaggedBatchSampler:
+class RaggedBatchSampler(_Sampler):
     """Self-TNet's batches over the classes ``classes`` (positions into ``index.classes``, single-patch
     classes allowed): K distinct classes drawn afresh for every batch; class k contributes ``size[k]``
     = 2 (its one patch twice), ``count`` (all its patches, ``count`` <= P) or P (distinct, random order)
     patches. Same constructor and ``batch`` as ``BatchSampler``; the batch holds between 2K and PK
     patches, class-major.
     """
-
-    def __init__(self, index: ClassIndex, classes: np.ndarray, n_classes: int, n_per_class: int,
-                 seed: int):
-        _check_shape(len(classes), n_classes, n_per_class)
-        self.index = index
-        self.classes = np.asarray(classes, dtype=np.int64)
-        self.K = n_classes
-        self.P = n_per_class
-        self.seed = int(seed)
 
     def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Patch indices (N,) and their labels (N,) of batch ``step`` of ``epoch``, class-major."""

@@ -35,6 +35,8 @@ def report_inputs(wildcards):
             inputs += [str(scores / name) for name in layout.UBC_SCORE_FILES]
         scores = layout.hpatches_dir(RESULTS, method, HP_SPLIT)
         inputs += [str(scores / name) for name in layout.HPATCHES_SCORE_FILES]
+    # released weights: rows marked "released" in the UBC and HPatches tables (no significance tests)
+    inputs += released_ubc_scores() + released_hpatches_scores()
     return inputs
 
 
