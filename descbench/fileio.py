@@ -47,9 +47,9 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from descbench.errors import DescbenchError
+from descbench.progress import progress
 
 try:
     import fcntl
@@ -418,8 +418,8 @@ def file_digests(path: str | os.PathLike, algorithms: Iterable[str]) -> dict[str
             hashers[algorithm] = hashlib.sha1(b"blob %d\0" % size)
         else:
             hashers[algorithm] = hashlib.new(algorithm)
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
-                                     desc=f"verify {path.name}", leave=False) as bar:
+    with open(path, "rb") as f, progress(total=size, unit="B", unit_scale=True, unit_divisor=1024,
+                                         desc=f"verify {path.name}", leave=False, logger=log) as bar:
         while chunk := f.read(_READ_BYTES):
             for hasher in hashers.values():
                 hasher.update(chunk)

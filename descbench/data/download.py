@@ -56,13 +56,13 @@ from typing import Callable
 
 import requests
 import urllib3
-from tqdm import tqdm
 
 from descbench import __version__
 from descbench.data.sources import (TEST_PAIRS_FILE, Checksum, HPatchesSource, Mirror, RemoteFile,
                                     TaskFilesSource, UBCSetSource)
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, atomic_path, file_digests, write_json
+from descbench.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ class ExtractLimits:
     max_members: int = 200_000
 
 
-_UBC_TILE_BYTES = 1_049_654  # a 1024x1024 8-bit palettised BMP tile (PROTOCOLS.md §3.2)
-_HPATCHES_RELEASE_BYTES = 4_200_000_000  # "Size of the release: 4.2 GB", 116 sequences (PROTOCOLS.md §1)
+_UBC_TILE_BYTES = 1_049_654  # a 1024x1024 8-bit palettised BMP tile (docs/protocols.md §3.1)
+_HPATCHES_RELEASE_BYTES = 4_200_000_000  # "Size of the release: 4.2 GB", 116 sequences (docs/protocols.md §1.1)
 
 
 def ubc_unpack_limits(source: UBCSetSource) -> ExtractLimits:
@@ -491,8 +491,8 @@ def _download(mirror: Mirror, part: Path, note: Path, http: HttpOptions, session
                     offset = 0
                 try:
                     with open(part, "ab" if offset else "wb") as out, \
-                            tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                                 desc=mirror.filename) as bar:
+                            progress(total=total, initial=offset, unit="B", unit_scale=True,
+                                     unit_divisor=1024, desc=mirror.filename, logger=log) as bar:
                         broken, received = _receive(response, out, bar, mirror.url, http)
                 except OSError as exc:
                     if exc.errno in _DISK_FULL:
@@ -815,7 +815,8 @@ def _extract_zip(archive: Path, dest: Path | None, limits: ExtractLimits, label:
         root = dest.resolve() if dest is not None else None
         verb = "unzip" if dest is not None else "test"
         try:
-            for info in tqdm(members, desc=f"{verb} {archive.name}", unit="file", leave=False):
+            for info in progress(members, desc=f"{verb} {archive.name}", unit="file", leave=False,
+                                 logger=log):
                 if dest is None:
                     if not info.is_dir() and info.filename not in links:
                         _copy_zip_member(zf, info, None, budget)
@@ -877,7 +878,8 @@ def _extract_tar(archive: Path, dest: Path | None, limits: ExtractLimits, label:
             members, total = _tar_plan(tf, archive, label, limits)
             budget = _Budget(label, limits)
             verb = "untar" if dest is not None else "test"
-            for member in tqdm(members, desc=f"{verb} {archive.name}", unit="file", leave=False):
+            for member in progress(members, desc=f"{verb} {archive.name}", unit="file", leave=False,
+                                   logger=log):
                 if dest is not None:
                     if member.isfile():
                         budget.take(member.size)  # tarfile writes exactly member.size bytes, or fails

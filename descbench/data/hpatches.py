@@ -1,6 +1,6 @@
 """HPatches patches: read the original PNG stacks, write one memory-mappable array per sequence, load them.
 
-Original layout (PROTOCOLS.md §1.1): ``DATA/raw/hpatches-release/<seq>/{ref,e1..e5,h1..h5,t1..t5}.png``,
+Original layout (docs/protocols.md §1.1): ``DATA/raw/hpatches-release/<seq>/{ref,e1..e5,h1..h5,t1..t5}.png``,
 each PNG one column of N 65x65 patches, shape (N*65, 65); row i of all 16 files is the same physical point.
 Task files (``splits.json`` and the official csvs, §1.3-1.4) live in ``DATA/raw/hpatches-tasks/``.
 
@@ -20,10 +20,10 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, check_writable, sha256_file, write_json
+from descbench.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def prepare_hpatches(data_root: str | Path) -> dict:
     fix = release_fix(data_root)
     counts: dict[str, int] = {}
     with atomic_dir(out_dir, need_bytes=prepared_bytes(release_dir, names, task_files)) as tmp:
-        for name in tqdm(names, desc="hpatches sequences", unit="seq", leave=False):
+        for name in progress(names, desc="hpatches sequences", unit="seq", leave=False, delay=0, logger=log):
             stack = read_sequence(release_dir / name, fix)
             counts[name] = int(stack.shape[1])
             np.save(tmp / f"{name}.npy", stack)

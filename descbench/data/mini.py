@@ -10,7 +10,7 @@ are consecutive, point ids run 0..P-1. Written as 1024x1024 BMP tiles (last tile
 ``info.txt`` (``<point id> 0``) and two pair files ``m50_<n>_<n>_0.txt`` with n/2 matches + n/2
 non-matches each (the reader uses the larger one).
 
-HPatches-like sequences (``DATA/raw/hpatches-release/{i_*,v_*}/``), the HPatches way (PROTOCOLS.md §1.1):
+HPatches-like sequences (``DATA/raw/hpatches-release/{i_*,v_*}/``), the HPatches way (docs/protocols.md §1.1):
 the reference image is the photo resized to a longer side of 1024 pixels; SIFT detections in it (found on
 its half-size pyramid level; scale sigma = OpenCV size / 2, Lowe's dominant orientation); the measurement
 region is a square of half-side 5 sigma; detections whose circles (radius sigma) overlap by more
@@ -31,6 +31,7 @@ sorted, so the same seed gives byte-identical files (with the same numpy/OpenCV/
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ from descbench.data import hpatches as hp
 from descbench.data import ubc
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, write_json
+from descbench.progress import progress
+
+log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 MINI_RECORD = "mini.json"
@@ -483,8 +487,6 @@ def make_mini(out_root: str | Path, seed: int = 0, scale: float = 1.0) -> MiniDa
     Each output folder is generated in a temporary folder and renamed into place only after everything
     was generated. Refuses to overwrite HPatches folders that make-mini did not write.
     """
-    from tqdm import tqdm
-
     from descbench.evaluate.tasks import write_task_files
 
     if not 0 < scale <= 1:
@@ -503,7 +505,8 @@ def make_mini(out_root: str | Path, seed: int = 0, scale: float = 1.0) -> MiniDa
         ubc_tmp = {name: stack.enter_context(atomic_dir(ubc.raw_set_dir(out_root, name))) for name in UBC_SCENES}
         release_tmp = stack.enter_context(atomic_dir(release_dir))
         tasks_tmp = stack.enter_context(atomic_dir(tasks_dir))
-        for part, name in enumerate(tqdm(parts, desc="make-mini", unit="set", leave=False)):
+        for part, name in enumerate(progress(parts, desc="make-mini", unit="set", leave=False, delay=0,
+                                              logger=log)):
             if name in UBC_SCENES:
                 generated = make_ubc_set(name, seed, part, scale)
                 write_ubc_raw(ubc_tmp[name], generated["patches"], generated["labels"], generated["m50"])

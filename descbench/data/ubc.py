@@ -1,7 +1,7 @@
 """UBC PhotoTour (Brown) patches: read the original BMP tiles, ``info.txt`` and ``m50_*`` pair files,
 write memory-mappable arrays, and load them back.
 
-Original layout (PROTOCOLS.md §3.1), one folder per set ``DATA/raw/ubc/<set>/``:
+Original layout (docs/protocols.md §3.1), one folder per set ``DATA/raw/ubc/<set>/``:
 
 - ``patches*.bmp``: 1024x1024 8-bit grayscale tiles, each a 16x16 grid of 64x64 patches in row-major
   order; global patch id = 256 * tile + 16 * row + col with tiles in ascending file-name order.
@@ -39,11 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from descbench.data.sources import CATALOGUE
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, check_writable, preallocate, sha256_file, write_json
+from descbench.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ PATCH_SIZE = 64
 TILE_SIZE = 1024
 PATCHES_PER_TILE = (TILE_SIZE // PATCH_SIZE) ** 2
 TEST_PAIRS_FILE = "m50_100000_100000_0.txt"
-# Published lengths (torchvision ``PhotoTour.lens``, PROTOCOLS.md §3.1).
+# Published lengths (torchvision ``PhotoTour.lens``, docs/protocols.md §3.1).
 PUBLISHED_LENGTHS = {
     "liberty": 450_092,
     "notredame": 468_159,
@@ -254,7 +254,8 @@ def _write_patches(path: Path, tiles: list[Path], n_patches: int, set_name: str,
         np.lib.format.write_array_header_1_0(fh, header)
         fh.flush()
         preallocate(fh.fileno(), fh.tell() + n_patches * PATCH_SIZE * PATCH_SIZE)
-        for tile_index, tile_path in enumerate(tqdm(tiles, desc=f"{set_name} tiles", unit="tile", leave=False)):
+        for tile_index, tile_path in enumerate(progress(tiles, desc=f"{set_name} tiles", unit="tile", leave=False,
+                                                              logger=log)):
             data = tile_path.read_bytes()
             digest.update(data)
             start = tile_index * PATCHES_PER_TILE

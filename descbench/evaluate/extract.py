@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from descbench import registry
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_path, save_npy
+from descbench.progress import Progress, progress
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Extractor:
                                  "norm: add an epsilon); fix the plug-in")
         return arr
 
-    def __call__(self, patches: np.ndarray, progress: tqdm | None = None) -> np.ndarray:
+    def __call__(self, patches: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         if patches.ndim != 3 or patches.dtype != np.uint8:
             raise DescbenchError(f"patches must be uint8 (N, H, W), got {patches.dtype} {patches.shape}")
         out = np.empty((len(patches), self.dim), dtype=np.float32)
@@ -153,7 +153,7 @@ def describe_sequences(extractor: Extractor, sequences: Mapping[str, np.ndarray]
     """Descriptors of HPatches stacks: name -> uint8 (16, N, 65, 65) gives name -> float32 (16, N, dim)."""
     total = sum(int(np.prod(s.shape[:2])) for s in sequences.values())
     out = {}
-    with tqdm(total=total, desc=f"describe ({extractor.name})", unit="patch") as bar:
+    with progress(total=total, desc=f"describe ({extractor.name})", unit="patch", logger=log) as bar:
         for name, stack in sequences.items():
             out[name] = np.stack([extractor(np.asarray(stack[k]), bar) for k in range(stack.shape[0])])
     return out
@@ -216,7 +216,7 @@ def load_descriptor_dir(path: str | os.PathLike, expected_lengths: Mapping[str, 
     if not seq_dirs:
         raise DescbenchError(f"{path} has no sequence folders (<seq>/<type>.csv)")
     out = {}
-    for seq_dir in tqdm(seq_dirs, desc="read descriptors", unit="seq", leave=False):
+    for seq_dir in progress(seq_dirs, desc="read descriptors", unit="seq", leave=False, logger=log):
         tables = []
         for image_type in IMAGE_TYPES:
             candidates = [seq_dir / f"{image_type}.csv", seq_dir / f"{image_type}.npy"]
@@ -247,7 +247,7 @@ def write_descriptor_dir(path: str | os.PathLike, descriptors: Mapping[str, np.n
     if fmt not in ("csv", "npy"):
         raise DescbenchError(f"unknown descriptor file format {fmt!r}; use csv or npy")
     path = Path(path)
-    for name, stack in tqdm(descriptors.items(), desc="write descriptors", unit="seq"):
+    for name, stack in progress(descriptors.items(), desc="write descriptors", unit="seq", logger=log):
         for image_type, table in zip(IMAGE_TYPES, stack):
             target = path / name / f"{image_type}.{fmt}"
             if fmt == "npy":

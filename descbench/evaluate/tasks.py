@@ -4,7 +4,7 @@ The official files (hpatches-benchmark ``tasks/``) were written by ``gen_verif``
 (python/utils/tasks.py) with the legacy NumPy ``RandomState`` seeded with 42. ``write_task_files``
 follows the same rules and draws the same random numbers in the same order, so for the same
 per-sequence patch counts (and, for retrieval, the same ref pixels) it writes the same files
-(PROTOCOLS.md §1.4):
+(docs/protocols.md §1.4):
 
 verification (one seed-42 stream per split): ``s = choice(test, n)``; per row
 ``(i, j) = choice(arange(N_s), 2, replace=False)`` (= ``permutation(N_s)[:2]``); per row
@@ -30,10 +30,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from descbench.errors import DescbenchError
 from descbench.fileio import write_csv
+from descbench.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def generate_verification(test: Sequence[str], lengths: np.ndarray, n_pairs: int
     rs = np.random.RandomState(SEED)
     seq = rs.choice(len(test_arr), n_pairs)
     idx = np.empty((n_pairs, 2), dtype=np.int64)
-    for row, n in enumerate(tqdm(lengths[seq], desc="verification pairs", unit="pair",
-                                 mininterval=2.0, leave=False)):
+    for row, n in enumerate(progress(lengths[seq], desc="verification pairs", unit="pair",
+                                     mininterval=2.0, leave=False, logger=log)):
         idx[row] = rs.permutation(n)[:2]
     types = np.empty((n_pairs, 2), dtype=np.int64)
     for row in range(n_pairs):

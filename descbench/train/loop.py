@@ -39,6 +39,7 @@ from torch import nn
 
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_path, write_text
+from descbench.progress import progress as progress_of
 from descbench.train import augment as aug
 from descbench.train.losses import LossContext
 from descbench.train.recipe import Stage, TrainRecipe
@@ -46,6 +47,11 @@ from descbench.train.sampler import (BatchSampler, ClassIndex, RaggedBatchSample
                                      split_validation)
 
 log = logging.getLogger(__name__)
+
+# training progress in a log (no terminal, or progress=False): step, mean loss since the last line,
+# lr, steps/s and ETA every LOG_EVERY_PERCENT of the run's steps or LOG_EVERY_SECONDS, whichever first
+LOG_EVERY_PERCENT = 5.0
+LOG_EVERY_SECONDS = 60.0
 
 METRIC_COLUMNS = ("step", "epoch", "loss", "lr", "median_a", "median_b", "bound", "mean_w",
                   "masked_fraction", "val_fpr95", "val_classes")
@@ -443,7 +449,10 @@ def train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches
     torchrun it joins (and finally leaves) the process group; only rank 0 writes files. ``resume``
     refuses a checkpoint whose ``run_identity`` (``identity`` adds the caller's entries) differs.
     ``threads`` is torch's intra-op thread count for the run (restored afterwards): float32 kernels
-    sum in a thread-dependent order, so it is part of the run's identity.
+    sum in a thread-dependent order, so it is part of the run's identity. Rank 0 reports progress
+    (``descbench.progress``): a bar on a terminal when ``progress``, otherwise INFO lines with the
+    step, the mean loss since the last line, lr, steps/s and ETA (``LOG_EVERY_PERCENT`` /
+    ``LOG_EVERY_SECONDS``), and the validation FPR95 at every evaluation either way.
     """
     if threads < 1:
         raise DescbenchError(f"threads={threads}: a training run needs at least 1 intra-op thread")
@@ -520,9 +529,17 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
 
         started = time.perf_counter()
         bar = None
-        if progress and rank == 0:
-            from tqdm import tqdm
-            bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+        if rank == 0:
+            if step == 0:
+                log.info("train: step 0/%d: validation FPR95 %.4f (%.2f %%) before training", total,
+                         val_before, 100 * val_before)
+            # a bar on a terminal (unless progress=False); otherwise a log line every LOG_EVERY_PERCENT
+            # of the steps or LOG_EVERY_SECONDS, whichever comes first
+            bar = progress_of(total=total, initial=step, desc="train", unit="step", logger=log,
+                              every_percent=LOG_EVERY_PERCENT, every_seconds=LOG_EVERY_SECONDS,
+                              min_interval=0.0,
+                              bar=None if progress else False, dynamic_ncols=True)
+        loss_sum, loss_steps = 0.0, 0  # the mean loss since the last log line
         optimiser, stage_idx, sampler, loss_fn = None, -1, None, None
 
         def checkpoint() -> None:
@@ -613,9 +630,15 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
                 diag["a"].extend(_hist(out.a).tolist())
                 diag["b"].extend(_hist(out.b).tolist())
                 diag["w"].extend(_hist(out.w).tolist())
+            if not math.isnan(val):  # this step ended an epoch: rank 0 validated
+                log.info("train: step %d/%d (stage %s, epoch %d): validation FPR95 %.4f (%.2f %%)",
+                         step, total, stage.name, epoch + 1, val, 100 * val)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{rows[-1][2]:.4f}", stage=stage.name)
+                loss_sum, loss_steps = loss_sum + rows[-1][2], loss_steps + 1
+                shown = loss_sum / loss_steps if bar.logs else rows[-1][2]
+                bar.set_postfix(loss=f"{shown:.4f}", lr=f"{lr:.3g}", stage=stage.name)
+                if bar.update(1):
+                    loss_sum, loss_steps = 0.0, 0
             if step % checkpoint_every == 0 or step == total:
                 checkpoint()
             if stop_after is not None and step >= stop_after and step < total:
