@@ -7,11 +7,11 @@ All follow the L2-Net topology (six 3x3 convolutions 32-32-64-64-128-128, stride
 dropout and an 8x8 convolution to ``dim`` channels with a parameter-free BatchNorm) and share the
 kornia-compatible contract: float input (B, 1, 32, 32) in [0, 1] -> L2-normalised (B, dim).
 Layer choices follow DagnyT/hardnet (``HardNet``), yuruntian/HyNet (``HyNet``) and zonszer/Self-TNet
-(``SDGMNet_128``, layer-for-layer HyNet's network) as summarised in shared/METHOD.md section 5.
+(``SDGMNet_128``, layer-for-layer HyNet's network) as summarised in docs/method.md §5.1 and §7.
 ``SOSNet32x32`` is the network of yuruntian/SOSNet ``codes/sosnet_model.py`` (InstanceNorm on the input,
 BatchNorm with eps 1e-5, dropout 0.1, LocalResponseNorm as the L2 normalisation) with the same module
 names, so a state_dict with the key set of the released ``sosnet_32x32_*.pth`` files (``layers.*``,
-shared/PRETRAINED.md section 4) loads with ``strict=True``.
+docs/plugins.md §4) loads with ``strict=True``.
 Convolutions are initialised orthogonally (gain 0.6, biases 0.01) as HardNet's and Self-TNet's
 ``weights_init``; HyNet's and SOSNet's code have no ``weights_init`` and keep PyTorch's default
 initialisation (``init="pytorch"``).
@@ -159,7 +159,7 @@ class L2NetBN(nn.Module):
 
 
 class L2NetFRN(nn.Module):
-    """HyNet / balanced-method backbone: L2-Net with FRN+TLU (METHOD.md section 5).
+    """HyNet / balanced-method backbone: L2-Net with FRN+TLU (docs/method.md §5.1).
 
     The input itself passes FRN(1)+TLU(1) (no mean/std preprocessing); the six convolutions carry
     biases; the head is dropout, an 8x8 convolution without bias and BatchNorm2d(affine=False).

@@ -1,9 +1,9 @@
-"""The difficulty-balanced descriptor (Zhang & Tian, "Self-TNet") and its ablations (METHOD.md).
+"""The difficulty-balanced descriptor (Zhang & Tian, "Self-TNet") and its ablations (docs/method.md).
 
 ``balanced-no-annealing`` is stage 1 (balance loss with self-teacher weights and the per-batch
 dynamic bound); ``balanced`` continues it with the 15 annealing cycles (``init_from``).
 
-Ablations differ from ``balanced`` only in the swapped part (METHOD.md header), so each is trained
+Ablations differ from ``balanced`` only in the swapped part (docs/method.md §6), so each is trained
 the way ``balanced`` is, stage 1 followed by annealing:
 
 * ``balanced-no-modulation``: stage 1 with the fixed bound B = 3.7 (m = B/2) instead of the per-batch
@@ -25,12 +25,12 @@ from descbench.train.recipe import TrainRecipe, annealing_stages, balance_stage
 
 CITATION = ("J. Zhang, D. Tian. Self-supervised Example Difficulty Balancing for Local Descriptor "
             "Learning. ACML 2023, PMLR 222:1654-1669 (arXiv 2303.06124)")
-SOURCE = "github.com/zonszer/Self-TNet (official code; values in shared/METHOD.md)"
+SOURCE = "github.com/zonszer/Self-TNet (official code; values in docs/method.md)"
 FIXED_BOUND_B = 3.7
 
 
 def network() -> L2NetFRN:
-    """L2-Net with FRN+TLU, dropout 0.3 (METHOD.md §5)."""
+    """L2-Net with FRN+TLU, dropout 0.3 (docs/method.md §5.1)."""
     return L2NetFRN(dim=128, dropout=0.3)
 
 

@@ -1,4 +1,4 @@
-"""FPR95 conventions against hand-computed cases (PROTOCOLS.md §3.3)."""
+"""FPR95 conventions against hand-computed cases (docs/protocols.md §3.3)."""
 
 import numpy as np
 import pytest

@@ -89,7 +89,7 @@ def test_mining_hand_batch_p2():
 
 
 def test_mining_duplicate_patch_pairs_with_its_copy():
-    # a class with a single patch contributes it twice (METHOD.md §1): its positive pair is the two copies
+    # a class with a single patch contributes it twice (docs/method.md §5.2): its positive pair is the two copies
     desc = unit(0, 0, 90, 120, 200, 250).requires_grad_()
     pairs = mining.hardest_per_class(desc, class_labels(3, 2))
     assert pairs.pos_i[0].item() != pairs.pos_j[0].item()
@@ -343,7 +343,7 @@ def test_losses_pass_gradcheck(make_loss, p):
 
 def test_dynamic_bound_gradient_treats_bound_as_constant():
     # The bound is re-estimated from detached medians: the gradient is that of the fixed-bound loss
-    # at B = 2m, i.e. dL/da_k = 2 R w_k a_k / K and dL/db_k = -2 w_k (m - b_k)_+ / K (METHOD.md §3).
+    # at B = 2m, i.e. dL/da_k = 2 R w_k a_k / K and dL/db_k = -2 w_k (m - b_k)_+ / K (docs/method.md §3).
     raw = _general_position(6, 3, 6, seed=5)
     labels = class_labels(6, 3)
     teacher = torch.nn.functional.normalize(_general_position(6, 3, 6, seed=6), dim=1)

@@ -261,7 +261,7 @@ def test_sosnet_state_dict_keys_and_parameter_count_match_the_authors():
     assert sorted(ours.state_dict()) == SOSNET_KEYS and len(SOSNET_KEYS) == 28
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()) == 1_334_560
-    assert sum(v.numel() for v in ours.state_dict().values()) == 1_335_719  # PRETRAINED.md section 4
+    assert sum(v.numel() for v in ours.state_dict().values()) == 1_335_719  # docs/plugins.md §4
     for key, value in ref.state_dict().items():
         assert ours.state_dict()[key].shape == value.shape, key
     # a state_dict with exactly the released key set loads strictly (and a foreign one does not)

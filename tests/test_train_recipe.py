@@ -1,4 +1,4 @@
-"""Recipes: the paper values (METHOD.md), the annealing table of §4, the LR/momentum schedules at
+"""Recipes: the paper values (docs/method.md), the annealing table of §4, the LR/momentum schedules at
 their key points, the optimiser's parameter groups, and the mini scale."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from descbench.errors import DescbenchError
 from descbench.train.loop import _set_schedule, build_optimiser
 from descbench.train.recipe import Optimiser, annealing_table
 
-# METHOD.md §4: cycle -> (K, threshold, lr as printed there, 3 significant digits)
+# docs/method.md §4: cycle -> (K, threshold, lr as printed there, 3 significant digits)
 METHOD_TABLE = [
     (2816, -0.10, 1.50e-6), (2688, -0.05, 1.13e-6), (2560, 0.00, 8.44e-7), (2432, 0.05, 6.33e-7),
     (2304, 0.10, 4.75e-7), (2176, 0.15, 3.56e-7), (2048, 0.20, 2.67e-7), (1920, 0.25, 2.00e-7),

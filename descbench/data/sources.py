@@ -1,6 +1,6 @@
 """Where the benchmark data comes from: URLs, ordered mirrors, published checksums, expected contents.
 
-Every fact here is cited in ../shared/PROTOCOLS.md §0, §1.1, §3.2 and §4. Each mirror carries its own
+Every fact here is cited in docs/protocols.md §0, §1.1, §3.1 and §4. Each mirror carries its own
 checksum because the CTU mirror of UBC PhotoTour was re-packed (its zips differ from the historical ones).
 A mirror without a checksum (the Hugging Face HPatches zip) is accepted on download, its SHA-256 is
 recorded next to the archive and printed, and ``--expect-sha256`` pins it. The download functions take
@@ -105,7 +105,7 @@ CTU_UBC = "https://cmp.felk.cvut.cz/~mishkdmy/datasets/BrownPhotoTour/"
 _BPR = "brown_phototour_revisited 0.3.0 dataset.py (by the CTU mirror's owner)"
 _VISION_PR = "pytorch/vision PR #9002 (by the CTU mirror's owner)"
 _TORCHVISION = "torchvision phototour.py"
-_MVSC = "historical UBC loader (PROTOCOLS.md §3.2)"
+_MVSC = "historical UBC loader (docs/protocols.md §4)"
 
 # Historical hosts are dead or (matthewalunbrown.com) no longer the author's: they are only tried after
 # the CTU mirror, and only with the checksums published for their original files.
@@ -147,7 +147,7 @@ HPATCHES = HPatchesSource(
 
 HPATCHES_BENCHMARK_COMMIT = "e0c993c7756d26129fef47f752f79e4cfe6681aa"
 
-# git blob ids of tasks/<file> at HPATCHES_BENCHMARK_COMMIT (PROTOCOLS.md §0); splits.json is under tasks/splits/.
+# git blob ids of tasks/<file> at HPATCHES_BENCHMARK_COMMIT (docs/protocols.md §0); splits.json is under tasks/splits/.
 HPATCHES_TASK_BLOB_IDS: dict[str, str] = {
     "retr_distractors_split-a.csv": "40f2ec9c67b3d6f399e713402bf839b2a776c0a1",
     "retr_distractors_split-b.csv": "ed6ad6f6c254c73054338bbf5a4939644c00bd81",

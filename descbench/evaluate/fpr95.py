@@ -1,6 +1,6 @@
 """FPR95: the false-positive rate at 95 % recall of the matching pairs (UBC PhotoTour metric).
 
-Two conventions (PROTOCOLS.md §3.3):
+Two conventions (docs/protocols.md §3.3):
 
 ``hardnet`` (default) follows DagnyT/hardnet ``ErrorRateAt95Recall``: rank the pairs by ascending
 distance, find the first rank at which the matches reached so far are >= 0.95·P (so the

@@ -1,4 +1,4 @@
-"""Training losses: the balance loss and its annealing stage (METHOD.md §2-4) and the HardNet, SOSNet
+"""Training losses: the balance loss and its annealing stage (docs/method.md §2-§4) and the HardNet, SOSNet
 and HyNet baselines, as interchangeable ``nn.Module``s with one call signature.
 
 Every loss takes a flat class-major batch ``desc`` (N, D) of unit descriptors with ``labels`` (N,)
@@ -73,7 +73,7 @@ class LossOutput:
 
 
 def self_supervised_weight(c: Tensor, tau_lower: float, tau_upper: float) -> Tensor:
-    """Per-class weight from the teacher margin c = b^T - a^T (METHOD.md §2).
+    """Per-class weight from the teacher margin c = b^T - a^T (docs/method.md §2).
 
     0 for c <= tau_lower (probable false negative), 1 for c >= tau_upper, and the concave ramp
     1 - ((c - tau_upper) / (tau_lower - tau_upper))^2 between; identically 1 when the two meet.
@@ -90,7 +90,7 @@ def self_supervised_weight(c: Tensor, tau_lower: float, tau_upper: float) -> Ten
 
 
 def dynamic_bound(a: Tensor, b: Tensor, A: float) -> Tensor:
-    """Per-batch bound m = median(b) + A * median(a), detached (METHOD.md §2-3); a 0-dim tensor."""
+    """Per-batch bound m = median(b) + A * median(a), detached (docs/method.md §3); a 0-dim tensor."""
     return b.detach().median() + A * a.detach().median()
 
 
@@ -108,7 +108,7 @@ def _quadratic_terms(a: Tensor, b: Tensor, R: float, bound: Tensor) -> Tensor:
 
 
 class BalanceLoss(nn.Module):
-    """Stage-1 balance loss: self-teacher-weighted quadratic loss with the dynamic bound (METHOD.md §2-3).
+    """Stage-1 balance loss: self-teacher-weighted quadratic loss with the dynamic bound (docs/method.md §2-§3).
 
     ``fixed_bound`` = B replaces the per-batch bound by m = B / 2 (``balanced-no-modulation``: B = 3.7);
     ``self_supervised=False`` (or tau_lower == tau_upper) sets every weight to 1 and skips the teacher.
@@ -149,7 +149,7 @@ class BalanceLoss(nn.Module):
 
 
 class AnnealingLoss(nn.Module):
-    """Stage-2 loss of annealing cycle i (METHOD.md §4): the quadratic loss with fixed B on the classes
+    """Stage-2 loss of annealing cycle i (docs/method.md §4): the quadratic loss with fixed B on the classes
     whose own margin b - a exceeds ``threshold`` t_i; ``masked_fraction`` is the share of classes dropped.
     """
 

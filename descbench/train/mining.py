@@ -1,4 +1,4 @@
-"""Per-class hardest-positive / hardest-negative mining over a flat class-major batch (METHOD.md §1).
+"""Per-class hardest-positive / hardest-negative mining over a flat class-major batch (docs/method.md §1).
 
 A batch is K distinct classes, each one contiguous run of >= 2 descriptors (``class_blocks``); the runs
 are K blocks of P (``desc.view(K, P, D)`` groups a class, ``class_layout``) for the K x P sampler, and
@@ -132,7 +132,7 @@ def _distance_matrix_inplace(desc: Tensor) -> Tensor:
 
 
 def hardest_per_class(desc: Tensor, labels: Tensor, min_neg_dist: float = MIN_NEG_DIST) -> MinedPairs:
-    """Mine one hardest positive and one hardest negative pair per class (METHOD.md §1 and appendix).
+    """Mine one hardest positive and one hardest negative pair per class (docs/method.md §1).
 
     Memory: one N x N distance matrix in ``desc``'s dtype, edited in place, plus a transient N x N
     boolean mask (N = 7680 float32: 236 MB + 59 MB). K x P batches take a strided fast path; batches

@@ -1,7 +1,7 @@
 """Training recipes: what to optimise, how, on which batch shape, for how long.
 
 A recipe is a sequence of stages; each stage gets a fresh optimiser and its own LR schedule, which is
-how the annealing stage's 15 cycles (each a fresh fastai ``Learner``, METHOD.md §4) are expressed. A
+how the annealing stage's 15 cycles (each a fresh fastai ``Learner``, docs/method.md §4) are expressed. A
 recipe is plain data (JSON-able via ``to_json``) and carries the paper's values; ``scale("mini")``
 shrinks it for the offline preset: batch classes / 80 (at least 16) and total steps / 2000 (at least
 2 per stage, at most 2 epochs per stage; epochs that follow the training set are taken at Liberty's
@@ -121,7 +121,7 @@ class Stage:
     epochs: int
     steps_per_epoch: int | None  # None: len(train set) // patches_per_step (for_train_set)
     optimiser: Optimiser
-    # "affine" (METHOD.md §5 chain + class-wise flip/transpose), "flip" (only those, HardNet+),
+    # "affine" (docs/method.md §5.3 chain + class-wise flip/transpose), "flip" (only those, HardNet+),
     # "rot90_flipud" (HyNet's data_aug), "none"
     augment: str
     teacher: bool = False  # the loss uses the self-teacher (eval-mode forward of the same network)
@@ -250,7 +250,7 @@ def hynet_trainer_stage(name: str, loss: str, loss_kwargs: dict[str, Any], **sta
         augment="rot90_flipud", **stage_kwargs)
 
 
-# --- shared paper recipes of the balanced method (METHOD.md §2-§5) --------------------------------
+# --- shared paper recipes of the balanced method (docs/method.md §2-§5) --------------------------------
 
 def balance_stage(**loss_kwargs: Any) -> Stage:
     """Stage 1: balance loss, 2560 classes x 3 patches, 25 epochs x 1582 steps, AdamW one-cycle 3.3e-3."""
@@ -283,7 +283,7 @@ def annealing_table(cycles: int = ANNEAL_CYCLES) -> list[tuple[int, float, float
 
 
 def annealing_stages(fixed_hardness: bool = False) -> tuple[Stage, ...]:
-    """Stage 2 (METHOD.md §4): one stage per cycle, fresh AdamW, flat-cos (pct 0.6), P = 2, B = 4.25.
+    """Stage 2 (docs/method.md §4): one stage per cycle, fresh AdamW, flat-cos (pct 0.6), P = 2, B = 4.25.
 
     Each cycle is a fresh fastai Adam (mom 0.9) and ``fit_flat_cos`` schedules no momentum, so
     beta1 = 0.9 throughout (Self-TNet ftrain.py:187-210).
