@@ -2,17 +2,21 @@
 
     python benchmarks/hpatches_eval.py [--dir DIR] [--threads 2]
 
-Writes (once, then reused) into DIR: 116 sequences (57 ``i_``, 59 ``v_``) with N drawn from 257..1999
-(seeded; the real per-sequence N are not available offline), 128-D float32 descriptors whose
+Writes (once, then reused) into DIR: the 116 sequences of split full with their real patch counts
+(``REAL_LENGTHS``: 1 + the largest index per sequence in the official retrieval files, 156,456 points)
+as ``desc/<seq>/<type>.npy``, 128-D float32 descriptors whose
 targets are noisier copies of the ref descriptor (Easy < Hard < Tough), random 65x65 ref patches
 (some flat, so the std > 10 filter acts), and full-size task files made by ``write_task_files``
 (10^6 pairs, 10^4 queries, 2 x 10^4 distractors). The evaluation then runs in a fresh process limited
-to ``--threads`` threads, so its wall time and peak RSS are the evaluation's alone.
+to ``--threads`` threads, so its wall time and peak RSS are the evaluation's alone; it prints one table
+of wall time, CPU time and peak RSS per step, and with ``--reference`` the same for a plain float64
+path (full float64 distance matrices, argmin, stable sorts) with the largest cell difference.
+``HPATCHES_DEVICE=cuda`` runs the products on the GPU.
 
 If ``HPATCHES_BENCHMARK_DIR`` points at a checkout of hpatches/hpatches-benchmark, the script also
 writes the descriptors as CSV, runs the official python code on the same task files (with
 ``HPATCHES_BENCHMARK_PYTHON``, default this interpreter; it needs numpy < 2.4 and pandas >= 1 with
-``.as_matrix()`` replaced by ``.values``, PROTOCOLS.md §0), times it, compares every number and
+``.as_matrix()`` replaced by ``.values``, docs/protocols.md §0), times it, compares every number and
 prints the speed-up. The official code is never imported by descbench itself.
 
 Matching is bound by BLAS products (about 7e11 flops). On a shared, oversubscribed machine OpenBLAS
@@ -35,14 +39,39 @@ from pathlib import Path
 
 import numpy as np
 
-N_SEQUENCES_I, N_SEQUENCES_V = 57, 59
-N_MIN, N_MAX = 257, 1999
+# Patches per sequence of the real release: 1 + the largest patch index of the sequence in the official
+# retrieval files of split full (hpatches-benchmark tasks/retr_{queries,distractors}_split-full.csv at
+# commit e0c993c; 156,456 in all). Data, not code: the numbers only size the synthetic sequences.
+REAL_LENGTHS = {
+    "i_ajuntament": 852, "i_autannes": 1087, "i_bologna": 344, "i_books": 474, "i_boutique": 1020,
+    "i_bridger": 1976, "i_brooklyn": 1990, "i_castle": 612, "i_chestnuts": 891, "i_contruction": 1990,
+    "i_crownday": 1854, "i_crownnight": 1959, "i_dc": 1954, "i_dome": 1703, "i_duda": 815, "i_fenis": 547,
+    "i_fog": 722, "i_fruits": 634, "i_gonnenberg": 550, "i_greenhouse": 879, "i_greentea": 1060,
+    "i_indiana": 1989, "i_kions": 710, "i_ktirio": 526, "i_kurhaus": 1973, "i_leuven": 594, "i_lionday": 712,
+    "i_lionnight": 471, "i_londonbridge": 1764, "i_melon": 554, "i_miniature": 881, "i_nescafe": 851,
+    "i_nijmegen": 1991, "i_nuts": 784, "i_objects": 1996, "i_parking": 485, "i_partyfood": 721,
+    "i_pencils": 1994, "i_pinard": 505, "i_pool": 760, "i_porta": 408, "i_resort": 1682, "i_salon": 1101,
+    "i_santuario": 1708, "i_school": 514, "i_ski": 619, "i_smurf": 1386, "i_steps": 813, "i_table": 1991,
+    "i_tools": 998, "i_toy": 779, "i_troulos": 298, "i_veggies": 1191, "i_village": 673,
+    "i_whitebuilding": 1950, "i_yellowtent": 861, "i_zion": 1993, "v_abstract": 1886, "v_adam": 764,
+    "v_apprentices": 1993, "v_artisans": 1997, "v_astronautis": 1950, "v_azzola": 1997, "v_bark": 1165,
+    "v_bees": 1991, "v_beyus": 1537, "v_bip": 1318, "v_bird": 1270, "v_birdwoman": 1997, "v_blueprint": 1995,
+    "v_boat": 1523, "v_bricks": 1993, "v_busstop": 2000, "v_calder": 1924, "v_cartooncity": 1620,
+    "v_charing": 526, "v_churchill": 1240, "v_circus": 1903, "v_coffeehouse": 1996, "v_colors": 257,
+    "v_courses": 1504, "v_dirtywall": 1975, "v_dogman": 590, "v_eastsouth": 1644, "v_feast": 2000,
+    "v_fest": 1808, "v_gardens": 1963, "v_grace": 1597, "v_graffiti": 1120, "v_home": 1590, "v_laptop": 781,
+    "v_london": 1994, "v_machines": 1967, "v_man": 1655, "v_maskedman": 1069, "v_pomegranate": 1987,
+    "v_posters": 1999, "v_samples": 1982, "v_soldiers": 1520, "v_strand": 1804, "v_sunseason": 1936,
+    "v_tabletop": 1995, "v_talent": 1992, "v_tempera": 1399, "v_there": 944, "v_underground": 1579,
+    "v_vitro": 1460, "v_wall": 1777, "v_wapping": 1996, "v_war": 1989, "v_weapons": 1464, "v_woman": 1048,
+    "v_wormhole": 1095, "v_wounded": 927, "v_yard": 1612, "v_yuri": 713,
+}
 DIM = 128
 NOISE = {"e": 1.8, "h": 2.5, "t": 3.2}  # per-coordinate noise of the targets; scores ~ real descriptors
 
 
 def sequence_names() -> list[str]:
-    return [f"i_syn{k:03d}" for k in range(N_SEQUENCES_I)] + [f"v_syn{k:03d}" for k in range(N_SEQUENCES_V)]
+    return sorted(REAL_LENGTHS)
 
 
 def prepare(root: Path, seed: int) -> None:
@@ -52,10 +81,9 @@ def prepare(root: Path, seed: int) -> None:
 
     names = sequence_names()
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(N_MIN, N_MAX + 1, size=len(names))
+    lengths = [REAL_LENGTHS[name] for name in names]
     desc_dir = root / "desc"
-    if not (desc_dir / f"{names[-1]}.npy").is_file():
-        desc_dir.mkdir(parents=True, exist_ok=True)
+    if not (desc_dir / names[-1] / "t5.npy").is_file():
         for name, n in zip(names, lengths):
             base = rng.normal(size=(n, DIM)).astype(np.float32)
             stack = np.empty((len(IMAGE_TYPES), n, DIM), np.float32)
@@ -63,7 +91,9 @@ def prepare(root: Path, seed: int) -> None:
                 sigma = 0.0 if image_type == "ref" else NOISE[image_type[0]] * (0.9 + 0.05 * int(image_type[1]))
                 x = base + np.float32(sigma) * rng.normal(size=(n, DIM)).astype(np.float32)
                 stack[k] = x / np.linalg.norm(x, axis=1, keepdims=True)
-            np.save(desc_dir / f"{name}.npy", stack)
+            (desc_dir / name).mkdir(parents=True, exist_ok=True)
+            for image_type, table in zip(IMAGE_TYPES, stack):  # the official layout, as .npy
+                np.save(desc_dir / name / f"{image_type}.npy", table)
     task_dir = root / "tasks"
     if not (task_dir / "retr_distractors_split-full.csv").is_file():
         refs = {}
@@ -77,37 +107,98 @@ def prepare(root: Path, seed: int) -> None:
         (task_dir / "splits.json").write_text(json.dumps(splits))
 
 
-def measure(root: Path, out: Path) -> None:
-    """Load the descriptors, run the three tasks, dump timings, peak RSS and the numbers."""
+def reference_matching(desc, sequences, convention):
+    """Plain float64 path: full float64 distance matrices (dgemm), argmin, stable sort."""
+    import pandas as pd
+
+    from descbench.evaluate import hpatches as hp
+    from descbench.evaluate.ranking import average_precision, negatives_before_positives
+
+    rows = []
+    for seq in sequences:
+        ref = desc.sequence(seq, 0).astype(np.float64)
+        r_sq = (ref * ref).sum(1)
+        for level in hp.LEVELS:
+            for k in range(1, 6):
+                tgt = desc.sequence(seq, hp.LEVEL_BASE[level] + k).astype(np.float64)
+                d = np.sqrt(np.maximum(r_sq[:, None] - 2 * ref @ tgt.T + (tgt * tgt).sum(1)[None], 0))
+                nn = d.argmin(1)
+                dn = d[np.arange(len(nn)), nn]
+                correct = nn == np.arange(len(nn))
+                before = negatives_before_positives(correct[np.argsort(dn, kind="stable")])
+                rows.append((seq, level, k, float(average_precision(before, len(nn), convention.ap_kind))))
+    return pd.DataFrame(rows, columns=["sequence", "level", "image", "ap"])
+
+
+def reference_retrieval(desc, task_dir, split, convention):
+    """Plain float64 path: per query the float64 distances, stable sort of each pool."""
+    from descbench.evaluate import hpatches as hp
+    from descbench.evaluate import tasks as taskfiles
+    from descbench.evaluate.ranking import average_precision
+
+    q = taskfiles.read_queries(task_dir, split["name"])
+    dl = taskfiles.read_distractors(task_dir, split["name"])
+    q_rows = desc.rows(q.names, q.seq, q.idx, "queries")
+    d_rows = desc.rows(dl.names, dl.seq, dl.idx, "distractors")
+    q_seq = np.array([desc.index[n] for n in q.names])[q.seq]
+    d_seq = np.array([desc.index[n] for n in dl.names])[dl.seq]
+    D = desc.data[0, d_rows].astype(np.float64)
+    d_sq = (D * D).sum(1)
+    ap = np.empty((len(q_rows), 3, len(hp.POOL_SIZES)))
+    for i, (row, sq) in enumerate(zip(q_rows, q_seq)):
+        a = desc.data[0, row].astype(np.float64)
+        neg = np.sqrt(np.maximum(a @ a - 2 * D[d_seq != sq] @ a + d_sq[d_seq != sq], 0))
+        for li, level in enumerate(hp.LEVELS):
+            pos = np.linalg.norm(desc.data[[hp.LEVEL_BASE[level] + k for k in range(1, 6)], row]
+                                 .astype(np.float64) - a, axis=1)
+            for pi, pool in enumerate(hp.POOL_SIZES):
+                n = neg[:pool - 5]
+                before = np.sort((n[None, :] < pos[:, None]).sum(1))  # positives first on ties
+                ap[i, li, pi] = average_precision(before, 5, convention.ap_kind)
+    return ap.ravel()
+
+
+def measure(root: Path, out: Path, threads: int, reference: bool) -> None:
+    """Load the descriptors, run the three tasks (and the plain float64 path), dump times and numbers."""
     from descbench.evaluate import hpatches as hp
     from descbench.evaluate.tasks import load_splits
 
-    t0 = time.perf_counter()
-    per_sequence = {p.stem: np.load(p) for p in sorted((root / "desc").glob("*.npy"))}
-    desc = hp.HPatchesDescriptors(per_sequence)
-    del per_sequence
-    times = {"load": time.perf_counter() - t0}
+    device = "cuda" if os.environ.get("HPATCHES_DEVICE") == "cuda" else None
+    rows = {}
+    c0, t0 = time.process_time(), time.perf_counter()
+    desc = hp.HPatchesDescriptors.from_dir(root / "desc")
+    rows["load (.npy)"] = (time.perf_counter() - t0, time.process_time() - c0,
+                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
     split = load_splits(root / "tasks")["full"]
     convention = hp.convention_for("python")
     results = {}
-    cpu = {}
     for task in hp.TASKS:
-        c0 = time.process_time()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         if task == "verification":
             results[task] = hp.verification(desc, root / "tasks", split, convention)
         elif task == "matching":
-            results[task] = hp.matching(desc, list(split["test"]), convention)
+            results[task] = hp.matching(desc, list(split["test"]), convention, device=device, threads=threads)
         else:
-            results[task] = hp.retrieval(desc, root / "tasks", split, convention)
-        times[task] = time.perf_counter() - t0
-        cpu[task] = time.process_time() - c0
+            results[task] = hp.retrieval(desc, root / "tasks", split, convention, device=device, threads=threads)
+        rows[task] = (time.perf_counter() - t0, time.process_time() - c0,
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
     summary = hp.summarise(results)
     for task, frame in results.items():
         frame.to_csv(out / f"{task}.csv", index=False)
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    (out / "measure.json").write_text(json.dumps({"times": times, "cpu": cpu, "peak_rss_gb": peak_gb,
-                                                  "summary": summary}))
+    diffs = {}
+    if reference:
+        c0, t0 = time.process_time(), time.perf_counter()
+        ref_m = reference_matching(desc, list(split["test"]), convention)
+        rows["matching (float64 ref)"] = (time.perf_counter() - t0, time.process_time() - c0,
+                                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+        diffs["matching"] = float(np.abs(ref_m["ap"].to_numpy() - results["matching"]["ap"].to_numpy()).max())
+        c0, t0 = time.process_time(), time.perf_counter()
+        ref_r = reference_retrieval(desc, root / "tasks", split, convention)
+        rows["retrieval (float64 ref)"] = (time.perf_counter() - t0, time.process_time() - c0,
+                                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+        diffs["retrieval"] = float(np.abs(ref_r - results["retrieval"]["ap"].to_numpy()).max())
+    (out / "measure.json").write_text(json.dumps({"rows": rows, "summary": summary, "diffs": diffs,
+                                                  "device": device or "cpu"}))
 
 
 OFFICIAL_DRIVER = textwrap.dedent('''
@@ -170,12 +261,14 @@ def main() -> int:
                         help="where the synthetic data lives (kept for reruns)")
     parser.add_argument("--threads", type=int, default=2, help="threads of the timed process")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the plain float64 path (matching + retrieval, minutes) and compare")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.dir / "scores"
     out.mkdir(parents=True, exist_ok=True)
     if args.measure:
-        measure(args.dir, out)
+        measure(args.dir, out, args.threads, args.reference)
         return 0
 
     t0 = time.perf_counter()
@@ -184,34 +277,30 @@ def main() -> int:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
-    subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--measure"], env=env, check=True)
+    env["DESCBENCH_THREADS"] = str(args.threads)
+    subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--threads", str(args.threads), "--measure"]
+                   + (["--reference"] if args.reference else []), env=env, check=True)
     m = json.loads((out / "measure.json").read_text())
     official = None
     if os.environ.get("HPATCHES_BENCHMARK_DIR"):
         official = run_official(Path(os.environ["HPATCHES_BENCHMARK_DIR"]), args.dir, out)
 
-    print(f"\nHPatches split full, 116 sequences, {DIM}-D, python convention, {args.threads} threads")
-    header = f"{'task':14s} {'descbench s':>12s} {'(CPU s)':>8s}"
+    load = Path("/proc/loadavg").read_text().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
+    print(f"\nHPatches split full, 116 sequences with the real N ({sum(REAL_LENGTHS.values()):,} points), "
+          f"{DIM}-D, python convention, {args.threads} threads, device {m['device']}, load average "
+          f"{' '.join(load)}")
+    print(f"{'step':26s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS GB':>12s}")
+    for step, (wall, cpu, peak) in m["rows"].items():
+        print(f"{step:26s} {wall:8.2f} {cpu:8.2f} {peak:12.2f}")
+    tasks = ("verification", "matching", "retrieval")
+    print(f"{'three tasks':26s} {sum(m['rows'][t][0] for t in tasks):8.2f} "
+          f"{sum(m['rows'][t][1] for t in tasks):8.2f}")
+    for task, d in m["diffs"].items():
+        print(f"max |fast - float64 reference| {task}: {d:.2e}")
     if official:
-        header += f" {'official s':>11s} {'speed-up':>9s} {'max |diff|':>11s}"
-    print(header)
-    for task in ("verification", "matching", "retrieval"):
-        line = f"{task:14s} {m['times'][task]:12.2f} {m['cpu'][task]:8.2f}"
-        if official:
-            t = official["times"][task]
-            line += f" {t:11.1f} {t / m['times'][task]:8.0f}x {official['max_abs_diff'][task]:11.2e}"
-        print(line)
-    total = sum(m["times"][t] for t in ("verification", "matching", "retrieval"))
-    cpu_total = sum(m["cpu"][t] for t in ("verification", "matching", "retrieval"))
-    line = f"{'total':14s} {total:12.2f} {cpu_total:8.2f}"
-    if official:
-        t = sum(official["times"].values())
-        line += f" {t:11.1f} {t / total:8.0f}x"
-    print(line)
-    print("descbench s = wall time; CPU s = user + system time of all its threads (on a loaded machine "
-          "wall time exceeds CPU time / threads)")
-    print(f"loading descriptors {m['times']['load']:.2f} s (not in the total); "
-          f"peak RSS of the timed process {m['peak_rss_gb']:.2f} GB")
+        for task in tasks:
+            print(f"official {task}: {official['times'][task]:.1f} s, max |diff| "
+                  f"{official['max_abs_diff'][task]:.2e}")
     s = m["summary"]
     print(f"scores: verification {100 * s['verification']:.2f}  matching {100 * s['matching']:.2f}  "
           f"retrieval {100 * s['retrieval']:.2f}")

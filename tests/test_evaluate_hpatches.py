@@ -1,4 +1,4 @@
-"""HPatches metrics and tie rules against hand-computed cases (PROTOCOLS.md §1.6-1.9)."""
+"""HPatches metrics and tie rules against hand-computed cases (docs/protocols.md §1.6-1.9)."""
 
 import json
 

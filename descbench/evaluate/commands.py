@@ -103,10 +103,21 @@ def _evaluate_ubc(args: argparse.Namespace) -> int:
         from descbench import weights
 
         overlap = weights.check_evaluation(release, ubc_test_set=args.test_set, allow=args.allow_train_overlap)
-    extractor = _extractor(args)
-    table, summary = evaluate_ubc(extractor, load_ubc(args.data, args.test_set), args.test_set,
-                                  args.convention)
-    summary["descriptor"] = _source_name(args, extractor)
+    ubc_set = load_ubc(args.data, args.test_set)
+    if getattr(args, "descriptors", None) is not None:
+        from descbench.evaluate.ubc import (
+            evaluate_ubc_descriptors,
+            load_ubc_descriptors,
+        )
+
+        table, summary = evaluate_ubc_descriptors(
+            load_ubc_descriptors(args.descriptors, len(ubc_set.patches), args.test_set), ubc_set,
+            args.test_set, args.convention, Path(args.descriptors).stem)
+        summary["descriptor"] = _source_name(args)
+    else:
+        extractor = _extractor(args)
+        table, summary = evaluate_ubc(extractor, ubc_set, args.test_set, args.convention)
+        summary["descriptor"] = _source_name(args, extractor)
     if release is not None:
         _note_release(summary, release, overlap)
     write_result_set(out, {"pairs": table}, summary, UBC_RESULT_FILES, "UBC")
@@ -120,9 +131,6 @@ def _hpatches_descriptors(args: argparse.Namespace, sequences_needed: list[str] 
     from descbench.evaluate import extract
 
     stacks = load_sequences(args.data)
-    if args.descriptors is not None:
-        lengths = {name: int(stack.shape[1]) for name, stack in stacks.items()}
-        return extract.load_descriptor_dir(args.descriptors, lengths), Path(args.descriptors).name
     if sequences_needed is not None:
         stacks = {name: stacks[name] for name in sequences_needed if name in stacks}
     extractor = _extractor(args)
@@ -131,7 +139,8 @@ def _hpatches_descriptors(args: argparse.Namespace, sequences_needed: list[str] 
 
 def _evaluate_hpatches(args: argparse.Namespace) -> int:
     from descbench.data.hpatches import tasks_dir
-    from descbench.evaluate import hpatches, tasks as taskfiles
+    from descbench.evaluate import hpatches
+    from descbench.evaluate import tasks as taskfiles
 
     convention = hpatches.convention_for(args.convention, args.distance)
     task_dir = tasks_dir(args.data)
@@ -149,10 +158,21 @@ def _evaluate_hpatches(args: argparse.Namespace) -> int:
 
         overlap = weights.check_evaluation(release, hpatches_sequences=split["test"], splits=splits,
                                            allow=args.allow_train_overlap)
-    needed = list(split["test"]) if convention.name == "python" else None
-    per_sequence, name = _hpatches_descriptors(args, needed)
-    desc = hpatches.HPatchesDescriptors(per_sequence)
-    results, summary = hpatches.evaluate(desc, task_dir, args.split, convention, selected)
+    if args.descriptors is not None:  # N from the files, checked against the task files: no patch stacks
+        desc = hpatches.HPatchesDescriptors.from_dir(
+            args.descriptors, hpatches.task_lengths(task_dir, split["name"], selected))
+        name = Path(args.descriptors).name
+    else:
+        needed = list(split["test"]) if convention.name == "python" else None
+        per_sequence, name = _hpatches_descriptors(args, needed)
+        desc = hpatches.HPatchesDescriptors(per_sequence)
+        del per_sequence
+    device = None if args.device in ("auto", "cpu") else args.device
+    if args.device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else None
+    results, summary = hpatches.evaluate(desc, task_dir, args.split, convention, selected, device=device)
     summary["descriptor"] = name
     if release is not None:
         _note_release(summary, release, overlap)
@@ -199,7 +219,11 @@ def register(subparsers) -> None:
     sub = evaluate.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
 
     ubc = sub.add_parser("ubc", help="FPR95 on the 100K pairs of a UBC test set")
-    _add_source(ubc, allow_files=False)
+    _add_source(ubc, allow_files=True)
+    for action in ubc._actions:
+        if action.dest == "descriptors":
+            action.help = ("one descriptor file (.npy, or .csv with ',' or ';'): one row per patch of the "
+                           "test set, in the set's order")
     ubc.add_argument("--test-set", default="notredame", help="prepared UBC set (default notredame)")
     ubc.add_argument("--convention", default="hardnet", choices=("hardnet", "hynet"),
                      help="FPR95 threshold convention (default hardnet)")

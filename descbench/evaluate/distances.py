@@ -180,3 +180,233 @@ def count_closer(p: Proxies, A: np.ndarray, B: np.ndarray, metric: str, referenc
             closer = d < positive_d[row[cand], thr]
             np.add.at(counts, (row[cand][closer], thr[closer], (cell[cand] % n_blocks)[closer]), 1)
     return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# BLAS threads, devices and the blocked kernels of matching and retrieval
+# ----------------------------------------------------------------------------------------------
+def _openblas():
+    """numpy's OpenBLAS (scipy-openblas) as (set, get) of its thread count, or None."""
+    import ctypes
+    import glob
+    import os
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix in ("64_", "_64_", ""):
+            try:
+                setter = getattr(lib, f"scipy_openblas_set_num_threads{suffix}")
+                getter = getattr(lib, f"scipy_openblas_get_num_threads{suffix}")
+            except AttributeError:
+                continue
+            setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+            return setter, getter
+    return None
+
+
+_BLAS = None
+
+
+class single_threaded_blas:
+    """Context: numpy's BLAS runs each call on the calling thread (the caller parallelises over
+    independent blocks instead; on a loaded machine, OpenBLAS threads spin-wait for each other)."""
+
+    def __enter__(self):
+        global _BLAS
+        if _BLAS is None:
+            _BLAS = _openblas() or False
+        self.previous = None
+        if _BLAS:
+            self.previous = _BLAS[1]()
+            _BLAS[0](1)
+        return self
+
+    def __exit__(self, *exc):
+        if _BLAS and self.previous is not None:
+            _BLAS[0](self.previous)
+        return False
+
+
+def worker_count(threads: int | None = None) -> int:
+    """Threads for the blocked kernels: ``threads``, else DESCBENCH_THREADS / OMP_NUM_THREADS, else the
+    CPUs this process may use (at most 8)."""
+    import os
+
+    if threads is None:
+        for var in ("DESCBENCH_THREADS", "OMP_NUM_THREADS"):
+            value = os.environ.get(var, "")
+            if value.isdigit() and int(value) > 0:
+                threads = int(value)
+                break
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return max(1, min(8, int(threads)))
+
+
+def _torch_device(device):
+    return None if device is None else torch.device(device)
+
+
+def augmented(X: np.ndarray, dtype, side: str) -> np.ndarray:
+    """``[X, 1]`` (side a) or ``[-2X, |x|^2]`` (side b): their product is ``|b|^2 - 2 a.b``."""
+    X = np.asarray(X)
+    out = np.empty((len(X), X.shape[1] + 1), dtype=dtype)
+    if side == "a":
+        out[:, :-1] = X
+        out[:, -1] = 1
+    else:
+        out[:, :-1] = X
+        out[:, :-1] *= -2
+        out[:, -1] = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    return out
+
+
+def products(a_aug: np.ndarray, b_aug: np.ndarray, device=None, out: np.ndarray | None = None):
+    """``a_aug @ b_aug.T`` on the CPU with numpy's BLAS (``device`` None) or with torch on ``device``
+    (a torch tensor, left there; inputs may already be tensors on it)."""
+    if device is None:
+        return np.matmul(a_aug, b_aug.T, out=out)
+    dev = _torch_device(device)
+    a = a_aug if isinstance(a_aug, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a_aug)).to(dev)
+    b = b_aug if isinstance(b_aug, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(b_aug)).to(dev)
+    return a @ b.T
+
+
+def match_block(A: np.ndarray, B: np.ndarray, metric: str, a_aug=None, b_aug=None, device=None,
+                b_size: float | None = None) -> np.ndarray:
+    """Nearest row of ``B`` for every row of ``A`` (ties -> lowest index of the reference distances).
+
+    float32 proxies (L2: one product of the augmented rows; L1: cdist) with the rigorous bound of
+    ``ProxyIndex``: a row whose second-smallest proxy lies within twice the bound of its smallest is
+    decided by reference distances of all its columns within that window.
+    """
+    if metric == "L1":
+        p = ProxyIndex(B, metric).proxies(A)
+        return _nearest_from_proxies(p, A, np.ascontiguousarray(B, dtype=np.float32), metric)
+    if a_aug is None:
+        a_aug = augmented(A, np.float32, "a")
+    if b_aug is None:
+        b_aug = augmented(B, np.float32, "b")
+    a_sq = np.einsum("ij,ij->i", A, A, dtype=np.float64)
+    if b_size is None:
+        b_size = float(np.einsum("ij,ij->i", B, B, dtype=np.float64).max(initial=0.0))
+    tol = 4.0 * (A.shape[1] + 2) * _U32 * (a_sq + b_size) + 1e-30
+    if _is_integer(A) and _is_integer(B) and (np.sqrt(a_sq.max(initial=0.0)) + np.sqrt(b_size)) ** 2 < 2.0 ** 24:
+        tol = np.zeros(len(A))
+    window = (2 * tol).astype(np.float32)
+    values = products(a_aug, b_aug, device)
+    rows = np.arange(len(A))
+    if device is None:
+        nn = values.argmin(axis=1)
+        first = values[rows, nn]
+        values[rows, nn] = np.inf
+        second = values.min(axis=1)
+        unsure = np.flatnonzero(second <= first + window) if len(B) > 1 else np.empty(0, np.int64)
+        near_values = values[unsure] if unsure.size else None
+    else:
+        t_rows = torch.arange(len(A), device=values.device)
+        t_nn = values.argmin(dim=1)
+        t_first = values[t_rows, t_nn]
+        values[t_rows, t_nn] = float("inf")
+        t_second = values.min(dim=1).values
+        nn, first, second = (t.cpu().numpy() for t in (t_nn, t_first, t_second))
+        unsure = np.flatnonzero(second <= first + window) if len(B) > 1 else np.empty(0, np.int64)
+        near_values = values[torch.from_numpy(unsure).to(values.device)].cpu().numpy() if unsure.size else None
+    if unsure.size:
+        near = near_values <= (first[unsure] + window[unsure])[:, None]
+        near[np.arange(unsure.size), nn[unsure]] = True  # the proxy minimum itself (set to inf above)
+        r, cols = np.nonzero(near)
+        r = unsure[r]
+        d = exact_rows(A[r], B[cols], metric)
+        order = np.lexsort((cols, d, r))  # per row: smallest reference distance, then lowest column
+        head = np.ones(order.size, dtype=bool)
+        head[1:] = r[order][1:] != r[order][:-1]
+        nn[r[order][head]] = cols[order][head]
+    return nn
+
+
+def count_before(Q: np.ndarray, B: np.ndarray, metric: str, positive_ref: np.ndarray,
+                 positive_d: np.ndarray, limits: np.ndarray, device=None, b_aug=None,
+                 b_size: float | None = None) -> np.ndarray:
+    """Negatives strictly closer to each query than each of its positives, per block of negatives.
+
+    ``B`` are the negatives in list order; block b holds negatives ``limits[b-1] <= j < limits[b]``.
+    ``positive_ref`` (rows, M) holds the positives' reference values (``squared_or_l1``) and
+    ``positive_d`` their reference distances. Returns (rows, M, blocks) counts of negatives whose
+    reference distance is < the positive's (equal ones rank after the positive).
+
+    float64 proxies (L2: ``|b|^2 - 2 q.b`` from one product; L1: cdist) within ``tol`` of the
+    reference values: every block is sorted once and the thresholds ``key -+ tol`` binary-searched;
+    only negatives inside ``[key - tol, key + tol]`` are compared by reference distance.
+    """
+    n_rows, n_thr = positive_ref.shape
+    n_blocks = len(limits)
+    counts = np.zeros((n_rows, n_thr, n_blocks), dtype=np.int64)
+    if n_rows == 0 or n_blocks == 0 or limits[-1] == 0:
+        return counts
+    dim = Q.shape[1]
+    if metric == "L1":
+        qd = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float64))
+        bd = torch.from_numpy(np.ascontiguousarray(B[:limits[-1]], dtype=np.float64))
+        if device is not None:
+            qd, bd = qd.to(_torch_device(device)), bd.to(_torch_device(device))
+        values = torch.cdist(qd, bd, p=1)
+        offset = np.zeros(n_rows)
+        scale = np.abs(Q).sum(1, dtype=np.float64) + (
+            b_size if b_size is not None else float(np.abs(B).sum(1, dtype=np.float64).max(initial=0.0)))
+    else:
+        if b_aug is None:
+            b_aug = augmented(B[:limits[-1]], np.float64, "b")
+        values = products(augmented(Q, np.float64, "a"), b_aug[:limits[-1]], device)
+        offset = np.einsum("ij,ij->i", Q, Q, dtype=np.float64)
+        if b_size is None:
+            b_size = float(np.einsum("ij,ij->i", B[:limits[-1]], B[:limits[-1]], dtype=np.float64).max(initial=0.0))
+        scale = offset + b_size
+    # 4x the worst-case rounding of the product plus that of the reference values themselves
+    tol = 8.0 * (dim + 2) * 2.0 ** -53 * scale + 1e-300
+    keys = positive_ref - offset[:, None]
+    lo, hi = keys - tol[:, None], keys + tol[:, None]
+    torch_values = values if isinstance(values, torch.Tensor) else torch.from_numpy(values)
+    t_lo, t_hi = torch.from_numpy(lo), torch.from_numpy(hi)
+    if torch_values.device.type != "cpu":
+        t_lo, t_hi = t_lo.to(torch_values.device), t_hi.to(torch_values.device)
+    start = 0
+    band = []
+    for b, stop in enumerate(limits):
+        stop = int(stop)
+        if stop > start:
+            block = torch_values[:, start:stop]
+            srt = torch.from_numpy(np.sort(block.numpy(), axis=1)) if block.device.type == "cpu" \
+                else torch.sort(block, dim=1).values
+            below = torch.searchsorted(srt, t_lo, right=False)  # certainly closer: proxy < key - tol
+            upto = torch.searchsorted(srt, t_hi, right=True)
+            below, upto = below.cpu().numpy(), upto.cpu().numpy()
+            counts[:, :, b] = below
+            rows = np.flatnonzero((upto > below).any(axis=1))
+            if rows.size:
+                band.append((b, start, stop, rows))
+        start = stop
+    if band:
+        host = values.cpu().numpy() if isinstance(values, torch.Tensor) else values
+        for b, start, stop, rows in band:
+            for lo_r in range(0, rows.size, 64):  # bounded memory even when everything ties
+                rr = rows[lo_r:lo_r + 64]
+                seg = host[rr, start:stop]
+                inside = np.zeros(seg.shape, dtype=bool)
+                for m in range(n_thr):
+                    inside |= (seg >= lo[rr, m][:, None]) & (seg <= hi[rr, m][:, None])
+                r_i, c_i = np.nonzero(inside)
+                for s in range(0, r_i.size, 1 << 18):
+                    r_s, c_s = r_i[s:s + (1 << 18)], c_i[s:s + (1 << 18)]
+                    row = rr[r_s]
+                    v = seg[r_s, c_s]
+                    d = exact_rows(Q[row], B[start + c_s], metric)
+                    hit = (v[:, None] >= lo[row]) & (v[:, None] <= hi[row]) & (d[:, None] < positive_d[row])
+                    counts[:, :, b] += np.bincount(
+                        np.repeat(row * n_thr, n_thr) + np.tile(np.arange(n_thr), row.size),
+                        weights=hit.ravel(), minlength=n_rows * n_thr).reshape(n_rows, n_thr).astype(np.int64)
+    return counts

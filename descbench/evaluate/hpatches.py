@@ -1,6 +1,6 @@
 """HPatches verification, matching and retrieval, as the official benchmark computes them.
 
-Two conventions (PROTOCOLS.md §1.6-1.9):
+Two conventions (docs/protocols.md §1.6-1.9):
 
 ``python`` (default; the numbers HardNet-family papers report) follows hpatches-benchmark
 ``python/utils/tasks.py`` + ``metrics.py``: L2 (or L1) distance; trapezoidal AP starting at
@@ -25,7 +25,7 @@ Distances: see ``distances.py``. Verification distances are rounded as the offic
 float64 distances of scipy ``cdist``. Nothing loops over pairs in Python: verification sorts the
 negatives once and binary-searches the positives; matching finds nearest neighbours from BLAS
 products; retrieval counts, per query, the distractors closer than each positive within every pool.
-Cross-checked against the official python code on generated data (PROTOCOLS.md §0): all per-cell
+Cross-checked against the official python code on generated data (docs/protocols.md §0): all per-cell
 numbers agree to 2.2e-16.
 
 Levels are named easy/hard/tough; categories illumination (``i_*``) / viewpoint (``v_*``).
@@ -35,20 +35,25 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+import torch
 
 from descbench.errors import DescbenchError
+from descbench.progress import progress
 from descbench.evaluate import distances as dist
 from descbench.evaluate import tasks as taskfiles
-from descbench.evaluate.ranking import (average_precision, negatives_before_positives, roc_auc,
-                                        stable_rank)
+from descbench.evaluate.ranking import (
+    average_precision,
+    negatives_before_positives,
+    roc_auc,
+    stable_rank,
+)
 from descbench.fileio import atomic_dir, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -94,40 +99,103 @@ def convention_for(name: str, distance: str = "L2") -> Convention:
 class HPatchesDescriptors:
     """Descriptors of every patch of every sequence, stacked for vectorised lookups.
 
-    ``data`` is float32 (total, 16, dim): patch-major, so the 16 views of a patch (and the patches of
-    one sequence) sit together in memory; image types in ``IMAGE_TYPES`` order. Sequence
-    ``names[k]`` owns rows ``offsets[k]:offsets[k + 1]``.
+    ``data`` is float32 (16, total, dim): image-major, so each image type of a sequence is one
+    contiguous (N, dim) block; image types in ``IMAGE_TYPES`` order. Sequence ``names[k]`` owns rows
+    ``offsets[k]:offsets[k + 1]``. ``from_dir`` fills it straight from descriptor files (one copy of
+    the data in memory).
     """
 
-    def __init__(self, per_sequence: Mapping[str, np.ndarray]):
+    def __init__(self, per_sequence: Mapping[str, np.ndarray] | None = None, *,
+                 lengths: Mapping[str, int] | None = None, dim: int | None = None):
+        if lengths is not None:  # an empty container to fill with ``put``
+            self._layout(dict(lengths), dim)
+            return
         if not per_sequence:
             raise DescbenchError("no descriptors given: the descriptor set has no sequences")
-        self.names = tuple(sorted(per_sequence))
         dims = set()
-        lengths = []
-        for name in self.names:
-            arr = per_sequence[name]
+        for name, arr in per_sequence.items():
             if arr.ndim != 3 or arr.shape[0] != len(IMAGE_TYPES):
                 raise DescbenchError(
                     f"descriptors of sequence {name}: expected shape (16, N, dim) in the order "
                     f"{','.join(IMAGE_TYPES)}, got {arr.shape}")
             dims.add(arr.shape[2])
-            lengths.append(arr.shape[1])
         if len(dims) != 1:
             raise DescbenchError(f"descriptors have different dimensions across sequences: {sorted(dims)}")
-        self.dim = dims.pop()
-        if self.dim < 1:
+        self._layout({name: arr.shape[1] for name, arr in per_sequence.items()}, dims.pop())
+        for name, arr in per_sequence.items():
+            for image in range(len(IMAGE_TYPES)):
+                self.put(name, image, arr[image])
+
+    def _layout(self, lengths: dict[str, int], dim: int | None) -> None:
+        if not lengths:
+            raise DescbenchError("no descriptors given: the descriptor set has no sequences")
+        if dim is None or dim < 1:
             raise DescbenchError("descriptors have dimension 0; every descriptor needs at least one value")
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self.data = np.empty((int(self.offsets[-1]), len(IMAGE_TYPES), self.dim), dtype=np.float32)
-        for k, name in enumerate(self.names):
-            block = np.asarray(per_sequence[name], dtype=np.float32)
-            if not np.all(np.isfinite(block)):
-                raise DescbenchError(
-                    f"descriptors of sequence {name} contain NaN or Inf; fix the descriptor "
-                    "(e.g. normalise with an epsilon)")
-            self.data[self.offsets[k]:self.offsets[k + 1]] = block.transpose(1, 0, 2)
+        self.names = tuple(sorted(lengths))
+        self.dim = int(dim)
+        self.offsets = np.concatenate([[0], np.cumsum([lengths[n] for n in self.names])]).astype(np.int64)
+        self.data = np.empty((len(IMAGE_TYPES), int(self.offsets[-1]), self.dim), dtype=np.float32)
         self.index = {name: k for k, name in enumerate(self.names)}
+
+    def put(self, name: str, image: int, table: np.ndarray, origin: str | None = None) -> None:
+        """Copy the (N, dim) descriptors of one image type of sequence ``name`` into place."""
+        k = self.index[name]
+        block = self.data[image, self.offsets[k]:self.offsets[k + 1]]
+        if table.shape != block.shape:
+            raise DescbenchError(f"{origin or name}: expected {block.shape[0]} x {block.shape[1]} "
+                                 f"descriptors, got {' x '.join(map(str, table.shape))}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            block[...] = table
+        if not np.isfinite(block).all():
+            raise DescbenchError(
+                f"descriptors of sequence {name} contain NaN or Inf ({origin or IMAGE_TYPES[image]}); fix "
+                "the descriptor (e.g. normalise with an epsilon)")
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike, expected_lengths: Mapping[str, int] | None = None
+                 ) -> HPatchesDescriptors:
+        """Read ``<path>/<seq>/<type>.npy|.csv`` for every sequence folder into one container.
+
+        .npy files are memory-mapped for their shapes and copied once into place; .csv files (',' or
+        ';', no header, as the official benchmark reads them) are line-counted first, then parsed with
+        the C parser into place. ``expected_lengths`` (sequence -> patches the task files need) checks
+        N. Unreadable files get the clear errors of ``extract.load_descriptor_dir``'s reader.
+        """
+        from descbench.evaluate import extract
+
+        path = Path(path)
+        if not path.is_dir():
+            raise DescbenchError(f"descriptor folder {path} does not exist")
+        seq_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not seq_dirs:
+            raise DescbenchError(f"{path} has no sequence folders (<seq>/<type>.csv)")
+        files: dict[str, list[Path]] = {}
+        shapes: dict[str, tuple[int, int]] = {}
+        for seq_dir in seq_dirs:
+            found = []
+            for image_type in IMAGE_TYPES:
+                candidates = [seq_dir / f"{image_type}.csv", seq_dir / f"{image_type}.npy"]
+                hit = [c for c in candidates if c.is_file()]
+                if not hit:
+                    raise DescbenchError(f"missing descriptor file {candidates[0]} (or .npy); every sequence "
+                                         f"needs the 16 files {', '.join(IMAGE_TYPES)}")
+                found.append(hit[0])
+            seq_shapes = {_table_shape(f, extract) for f in found}
+            if len(seq_shapes) != 1:
+                raise DescbenchError(f"descriptor files in {seq_dir} disagree in shape: {sorted(seq_shapes)}")
+            files[seq_dir.name] = found
+            shapes[seq_dir.name] = seq_shapes.pop()
+        dims = {d for _, d in shapes.values()}
+        if len(dims) != 1:
+            raise DescbenchError(f"descriptors have different dimensions across sequences: {sorted(dims)}")
+        if expected_lengths is not None:
+            check_lengths({n: s[0] for n, s in shapes.items()}, expected_lengths, str(path))
+        desc = cls(lengths={n: s[0] for n, s in shapes.items()}, dim=dims.pop())
+        for name, found in progress(files.items(), total=len(files), desc="read descriptors",
+                                    unit="seq", leave=False, logger=log):
+            for image, f in enumerate(found):
+                desc.put(name, image, _read_fast(f, extract), str(f))
+        return desc
 
     def __len__(self) -> int:
         return len(self.names)
@@ -137,9 +205,9 @@ class HPatchesDescriptors:
         return int(self.offsets[k + 1] - self.offsets[k])
 
     def sequence(self, name: str, image: int) -> np.ndarray:
-        """(N, dim) descriptors of one image type of one sequence (a contiguous copy)."""
+        """(N, dim) descriptors of one image type of one sequence (a contiguous view)."""
         k = self.index[name]
-        return np.ascontiguousarray(self.data[self.offsets[k]:self.offsets[k + 1], image])
+        return self.data[image, self.offsets[k]:self.offsets[k + 1]]
 
     def degeneracy(self) -> str | None:
         """Why the ref descriptors look degenerate, or None. A warning only (the scores stand).
@@ -149,7 +217,7 @@ class HPatchesDescriptors:
         evenly spaced sample of the ref descriptors, one vector shared by >= 10 % of them, fewer than
         half of them distinct, or a typical distance between two of them below 1e-4 of their norm.
         """
-        ref = self.data[:, 0]
+        ref = self.data[0]
         n = len(ref)
         if n < 2:
             return None
@@ -194,6 +262,88 @@ class HPatchesDescriptors:
         return self.offsets[k] + idx
 
 
+def _table_shape(f: Path, extract) -> tuple[int, int]:
+    """(rows, columns) of a descriptor file without parsing it (odd files: extract's reader)."""
+    if f.suffix == ".npy":
+        try:
+            arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        except (ValueError, EOFError, OSError):
+            arr = None
+        if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype.kind not in "fiu" or arr.shape[1] < 2:
+            return extract._read_table(f).shape  # raises its clear error
+        return int(arr.shape[0]), int(arr.shape[1])
+    raw = f.read_bytes()
+    first = raw.split(b"\n", 1)[0]
+    text = first.decode("utf-8", "replace")
+    cols = text.count(";" if ";" in text else ",") + 1
+    if cols < 2 or not raw.strip() or b"\n\n" in raw.strip():
+        return extract._read_table(f).shape
+    return raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1), cols
+
+
+def _read_fast(f: Path, extract) -> np.ndarray:
+    """The (N, dim) table of one descriptor file: memory-mapped .npy, or the C CSV parser."""
+    if f.suffix == ".npy":
+        arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        return arr if arr.dtype == np.float32 else np.asarray(arr, dtype=np.float64)
+    try:
+        with open(f, "rb") as fh:
+            first = fh.readline()
+        sep = ";" if b";" in first else ","
+        return pd.read_csv(f, header=None, sep=sep, dtype=np.float32, engine="c").to_numpy()
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return extract._read_table(f)  # the clear error
+
+
+def check_lengths(found: Mapping[str, int], expected: Mapping[str, int], origin: str) -> None:
+    """Descriptors per sequence against the task files (``expected``: sequence -> 1 + the largest
+    patch index the task files use there)."""
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise DescbenchError(
+            f"{origin} has no descriptors for sequences {', '.join(missing[:5])}"
+            f"{' …' if len(missing) > 5 else ''} that the task files use; compute descriptors for every "
+            "sequence")
+    short = sorted(n for n in expected if found[n] < expected[n])
+    if short:
+        n = short[0]
+        raise DescbenchError(
+            f"{origin}/{n}: {found[n]} descriptors per file, but the task files use patch index "
+            f"{expected[n] - 1} of that sequence (>= {expected[n]} patches needed; {len(short)} "
+            "sequence(s) too short): the descriptors come from other patches than the task files")
+
+
+def task_lengths(task_dir: str | os.PathLike, split_name: str, tasks: Sequence[str] = TASKS
+                 ) -> dict[str, int]:
+    """Sequence -> 1 + the largest patch index of it in the split's task files (retrieval files, and
+    the verification files when verification runs): the patches each sequence must at least have."""
+    need: dict[str, int] = {}
+
+    def add(names, seq, idx):
+        if len(idx) == 0:
+            return
+        top = np.full(len(names), -1, dtype=np.int64)
+        np.maximum.at(top, seq, idx)
+        for n, t in zip(names, top):
+            if t >= 0:
+                need[n] = max(need.get(n, 0), int(t) + 1)
+
+    for read in (taskfiles.read_queries, taskfiles.read_distractors):
+        try:
+            lst = read(task_dir, split_name)
+        except DescbenchError:
+            if "retrieval" in tasks:
+                raise
+            continue
+        add(lst.names, lst.seq, lst.idx)
+    if "verification" in tasks:
+        for kind in taskfiles.VERIF_KINDS:
+            t = taskfiles.read_pairs(task_dir, kind, split_name)
+            add(t.names, t.seq1, t.idx1)
+            add(t.names, t.seq2, t.idx2)
+    return need
+
+
 def _workers() -> int:
     """Threads for the verification gathers: the CPUs this process may use, at most 4."""
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
@@ -217,9 +367,9 @@ def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple]
     """Distances of every pair file at ``level``. Pairs are visited in order of their first patch
     (memory locality); a first side shared by several files is gathered once."""
     flat = desc.data.reshape(-1, desc.dim)
-    n_img = len(IMAGE_TYPES)
-    first = {k: rows[k][0] * n_img + _image(tables[k].t1, level) for k in tables}
-    second = {k: rows[k][1] * n_img + _image(tables[k].t2, level) for k in tables}
+    total = desc.data.shape[1]
+    first = {k: _image(tables[k].t1, level) * total + rows[k][0] for k in tables}
+    second = {k: _image(tables[k].t2, level) * total + rows[k][1] for k in tables}
     kinds = list(tables)
     groups: list[list[str]] = []
     for k in kinds:  # files whose first sides are identical share one gather
@@ -272,7 +422,7 @@ def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: 
                       desc.rows(table.names, table.seq2, table.idx2, origin))
     n_pos = len(tables["pos"])
     records = []
-    for level in tqdm(LEVELS, desc="verification", leave=False):
+    for level in progress(LEVELS, desc="verification", leave=False, logger=log):
         d = _verification_distances(desc, rows, tables, level, convention.metric)
         for negatives in NEGATIVES:
             d_neg = d[f"neg_{negatives}"]
@@ -293,26 +443,67 @@ def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: 
 # ----------------------------------------------------------------------------------------------
 # matching
 # ----------------------------------------------------------------------------------------------
-def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Convention) -> pd.DataFrame:
-    """Rows (sequence, category, level, image, ap, sr) for ref vs image 1..5 of every level."""
+def _parallel(fn, items: Sequence, threads: int | None) -> list:
+    """``[fn(x) for x in items]`` on ``threads`` worker threads, each with single-threaded BLAS (numpy
+    releases the GIL in BLAS, sorts and reductions)."""
+    workers = dist.worker_count(threads)
+    with dist.single_threaded_blas():
+        if workers == 1 or len(items) < 2:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
+
+
+def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Convention,
+             device=None, threads: int | None = None) -> pd.DataFrame:
+    """Rows (sequence, category, level, image, ap, sr) for ref vs image 1..5 of every level.
+
+    Nearest neighbours from blocked float32 products (``dist.match_block``: exact with respect to the
+    float64 reference distances); sequences run in parallel threads, the products on ``device`` (a
+    torch device) when given.
+    """
     missing = [s for s in sequences if s not in desc.index]
     if missing:
         raise DescbenchError(
             f"matching: no descriptors for sequences {', '.join(missing[:5])}"
             f"{' …' if len(missing) > 5 else ''}; compute descriptors for every test sequence")
-    records = []
-    for seq in tqdm(sequences, desc="matching", unit="seq", leave=False):
+    metric = convention.metric
+
+    def one(seq: str) -> list[tuple]:
         ref = desc.sequence(seq, 0)
         n = len(ref)
         truth = np.arange(n)
+        a_aug = dist.augmented(ref, np.float32, "a") if metric != "L1" else None
+        if device is not None and a_aug is not None:
+            a_aug = torch.from_numpy(a_aug).to(device)
+        block = max(1, min(n, (1 << 19) // max(n, 1)))  # rows per product: ~2 MB of proxies (L2 cache)
+        out = []
         for level in LEVELS:
             for k in range(1, 6):
                 target = desc.sequence(seq, LEVEL_BASE[level] + k)
-                nn, d = dist.nearest_neighbours(ref, target, convention.metric)
+                b_aug = b_size = None
+                if metric != "L1":
+                    b_aug = dist.augmented(target, np.float32, "b")
+                    b_size = float(b_aug[:, -1].max(initial=0.0))
+                    if device is not None:
+                        b_aug = torch.from_numpy(b_aug).to(device)
+                nn = np.empty(n, dtype=np.int64)
+                for start in range(0, n, block):
+                    sl = slice(start, start + block)
+                    nn[sl] = dist.match_block(ref[sl], target, metric,
+                                              a_aug=None if a_aug is None else a_aug[sl], b_aug=b_aug,
+                                              device=device, b_size=b_size)
+                d = dist.exact_rows(ref, target[nn], metric)
                 correct = nn == truth
                 before = negatives_before_positives(correct[stable_rank(d)])
                 ap = average_precision(before, n, convention.ap_kind)
-                records.append((seq, _category(seq), level, k, float(ap), float(correct.mean())))
+                out.append((seq, _category(seq), level, k, float(ap), float(correct.mean())))
+        return out
+
+    # largest first, so the last thread is not left with a big sequence alone
+    order = sorted(sequences, key=lambda s: -desc.length(s))
+    done = dict(zip(order, _parallel(one, order, threads)))
+    records = [r for seq in sequences for r in done[seq]]
     return pd.DataFrame.from_records(
         records, columns=["sequence", "category", "level", "image", "ap", "sr"])
 
@@ -321,8 +512,13 @@ def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Co
 # retrieval
 # ----------------------------------------------------------------------------------------------
 def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Mapping,
-              convention: Convention) -> pd.DataFrame:
-    """Rows (query, sequence, idx, level, pool, ap): one per query, level and pool size."""
+              convention: Convention, device=None, threads: int | None = None) -> pd.DataFrame:
+    """Rows (query, sequence, idx, level, pool, ap): one per query, level and pool size.
+
+    Per query sequence: float64 products with the distractors of other sequences, each pool block
+    sorted once and the 15 positive distances binary-searched (``dist.count_before``: exact with
+    respect to the float64 reference distances); query sequences run in parallel threads.
+    """
     name = split["name"]
     queries = taskfiles.read_queries(task_dir, name)
     distractors = taskfiles.read_distractors(task_dir, name)
@@ -332,32 +528,39 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
                        str(taskfiles.distractors_path(task_dir, name)))
     q_seq = np.array([desc.index[n] for n in queries.names], dtype=np.int64)[queries.seq]
     d_seq = np.array([desc.index[n] for n in distractors.names], dtype=np.int64)[distractors.seq]
-    d_desc = np.ascontiguousarray(desc.data[d_rows, 0])
-    d_sq = np.einsum("ij,ij->i", d_desc, d_desc, dtype=np.float64)
+    d_desc = np.ascontiguousarray(desc.data[0, d_rows])
     n_dist = len(d_rows)
     pools = POOL_SIZES if convention.name == "python" else (n_dist + N_POSITIVES_RETRIEVAL,)
     metric = convention.metric
+    d_aug = dist.augmented(d_desc, np.float64, "b") if metric != "L1" else None
 
     # positives: the query patch in images 1..5 of each level -> (Q, 3 levels x 5)
-    q_desc = np.ascontiguousarray(desc.data[q_rows, 0])
+    q_desc = np.ascontiguousarray(desc.data[0, q_rows])
     images = np.array([LEVEL_BASE[lv] + k for lv in LEVELS for k in range(1, 6)])
-    pos_desc = desc.data[q_rows][:, images]
+    pos_desc = desc.data[images[None, :], q_rows[:, None]]  # (Q, 15, dim), no copy of the rest
     pos_ref = dist.exact_rows(q_desc[:, None, :], pos_desc, dist.squared_or_l1(metric))
     pos_d = np.sqrt(pos_ref) if metric == "L2" else pos_ref
 
     ap = np.empty((len(q_rows), len(LEVELS), len(pools)), dtype=np.float64)
-    for seq in tqdm(np.unique(q_seq), desc="retrieval", unit="seq", leave=False):
+
+    def one(seq: int) -> None:
         members = np.flatnonzero(q_seq == seq)
         keep = d_seq != seq  # the official code drops distractors of the query's own sequence
-        index = dist.ProxyIndex(d_desc[keep], metric, b_sq=d_sq[keep])
-        limits = np.array([min(p - N_POSITIVES_RETRIEVAL, len(index.B)) for p in pools])
+        b = np.ascontiguousarray(d_desc[keep])
+        b_aug = None if d_aug is None else np.ascontiguousarray(d_aug[keep])
+        if device is not None and b_aug is not None:
+            b_aug = torch.from_numpy(b_aug).to(device)
+        limits = np.array([min(p - N_POSITIVES_RETRIEVAL, len(b)) for p in pools])
         for start in range(0, len(members), 128):
             qs = members[start:start + 128]
-            counts = dist.count_closer(index.proxies(q_desc[qs]), q_desc[qs], index.B, metric,
-                                       pos_ref[qs], pos_d[qs], limits)
+            counts = dist.count_before(q_desc[qs], b, metric, pos_ref[qs], pos_d[qs], limits,
+                                       device=device, b_aug=b_aug)
             before = np.cumsum(counts, axis=2).reshape(len(qs), len(LEVELS), N_POSITIVES_RETRIEVAL, -1)
             before = np.sort(before, axis=2).transpose(0, 1, 3, 2)  # (q, level, pool, positive)
             ap[qs] = average_precision(before, N_POSITIVES_RETRIEVAL, convention.ap_kind)
+
+    seqs = sorted(np.unique(q_seq).tolist(), key=lambda k: -int(np.count_nonzero(q_seq == k)))
+    _parallel(one, seqs, threads)
     n_q, n_l, n_p = ap.shape
     return pd.DataFrame({
         "query": np.repeat(np.arange(n_q), n_l * n_p),
@@ -398,7 +601,8 @@ def summarise(results: Mapping[str, pd.DataFrame]) -> dict:
 
 
 def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name: str,
-             convention: Convention, tasks: Sequence[str] = TASKS) -> tuple[dict[str, pd.DataFrame], dict]:
+             convention: Convention, tasks: Sequence[str] = TASKS, device=None,
+             threads: int | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
     """Run ``tasks`` on split ``split_name``; returns the tidy tables and the summary."""
     splits = taskfiles.load_splits(task_dir)
     split = taskfiles.get_split(splits, split_name, str(taskfiles.splits_path(task_dir)))
@@ -413,9 +617,9 @@ def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name:
         results["verification"] = verification(desc, task_dir, split, convention)
     if "matching" in tasks:
         seqs = list(split["test"]) if convention.name == "python" else list(desc.names)
-        results["matching"] = matching(desc, seqs, convention)
+        results["matching"] = matching(desc, seqs, convention, device=device, threads=threads)
     if "retrieval" in tasks:
-        results["retrieval"] = retrieval(desc, task_dir, split, convention)
+        results["retrieval"] = retrieval(desc, task_dir, split, convention, device=device, threads=threads)
     summary = summarise(results)
     summary["split"] = split_name
     summary["convention"] = convention.name
