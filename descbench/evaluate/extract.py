@@ -203,28 +203,41 @@ def _read_table(path: Path) -> np.ndarray:
     return arr
 
 
-def load_descriptor_dir(path: str | os.PathLike, expected_lengths: Mapping[str, int] | None = None
-                        ) -> dict[str, np.ndarray]:
-    """Read ``<path>/<seq>/<type>.csv|.npy`` for every sequence folder: name -> (16, N, dim).
-
-    ``expected_lengths`` (sequence -> number of patches) checks the files against the patch stacks.
-    """
+def descriptor_files(path: str | os.PathLike) -> dict[str, list[Path]]:
+    """The 16 files ``<path>/<seq>/<type>.csv|.npy`` (in ``IMAGE_TYPES`` order) of every sequence
+    folder, by sequence name; a missing folder or file is a clear error."""
     path = Path(path)
     if not path.is_dir():
         raise DescbenchError(f"descriptor folder {path} does not exist")
     seq_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not seq_dirs:
         raise DescbenchError(f"{path} has no sequence folders (<seq>/<type>.csv)")
-    out = {}
-    for seq_dir in progress(seq_dirs, desc="read descriptors", unit="seq", leave=False, logger=log):
-        tables = []
+    files = {}
+    for seq_dir in seq_dirs:
+        found = []
         for image_type in IMAGE_TYPES:
             candidates = [seq_dir / f"{image_type}.csv", seq_dir / f"{image_type}.npy"]
-            found = [c for c in candidates if c.is_file()]
-            if not found:
+            hit = [c for c in candidates if c.is_file()]
+            if not hit:
                 raise DescbenchError(f"missing descriptor file {candidates[0]} (or .npy); every sequence "
                                      f"needs the 16 files {', '.join(IMAGE_TYPES)}")
-            tables.append(_read_table(found[0]))
+            found.append(hit[0])
+        files[seq_dir.name] = found
+    return files
+
+
+def load_descriptor_dir(path: str | os.PathLike, expected_lengths: Mapping[str, int] | None = None
+                        ) -> dict[str, np.ndarray]:
+    """Read ``<path>/<seq>/<type>.csv|.npy`` for every sequence folder: name -> (16, N, dim).
+
+    ``expected_lengths`` (sequence -> number of patches) checks the files against the patch stacks.
+    """
+    out = {}
+    files = descriptor_files(path)
+    for name, found in progress(files.items(), total=len(files), desc="read descriptors", unit="seq",
+                                leave=False, logger=log):
+        seq_dir = found[0].parent
+        tables = [_read_table(f) for f in found]
         shapes = {t.shape for t in tables}
         if len(shapes) != 1:
             raise DescbenchError(f"descriptor files in {seq_dir} disagree in shape: {sorted(shapes)}")

@@ -159,32 +159,18 @@ class HPatchesDescriptors:
         .npy files are memory-mapped for their shapes and copied once into place; .csv files (',' or
         ';', no header, as the official benchmark reads them) are line-counted first, then parsed with
         the C parser into place. ``expected_lengths`` (sequence -> patches the task files need) checks
-        N. Unreadable files get the clear errors of ``extract.load_descriptor_dir``'s reader.
+        N. Files are found by ``extract.descriptor_files``; unreadable ones get ``extract``'s clear errors.
         """
         from descbench.evaluate import extract
 
-        path = Path(path)
-        if not path.is_dir():
-            raise DescbenchError(f"descriptor folder {path} does not exist")
-        seq_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not seq_dirs:
-            raise DescbenchError(f"{path} has no sequence folders (<seq>/<type>.csv)")
-        files: dict[str, list[Path]] = {}
+        files = extract.descriptor_files(path)
         shapes: dict[str, tuple[int, int]] = {}
-        for seq_dir in seq_dirs:
-            found = []
-            for image_type in IMAGE_TYPES:
-                candidates = [seq_dir / f"{image_type}.csv", seq_dir / f"{image_type}.npy"]
-                hit = [c for c in candidates if c.is_file()]
-                if not hit:
-                    raise DescbenchError(f"missing descriptor file {candidates[0]} (or .npy); every sequence "
-                                         f"needs the 16 files {', '.join(IMAGE_TYPES)}")
-                found.append(hit[0])
+        for name, found in files.items():
             seq_shapes = {_table_shape(f, extract) for f in found}
             if len(seq_shapes) != 1:
-                raise DescbenchError(f"descriptor files in {seq_dir} disagree in shape: {sorted(seq_shapes)}")
-            files[seq_dir.name] = found
-            shapes[seq_dir.name] = seq_shapes.pop()
+                raise DescbenchError(f"descriptor files in {found[0].parent} disagree in shape: "
+                                     f"{sorted(seq_shapes)}")
+            shapes[name] = seq_shapes.pop()
         dims = {d for _, d in shapes.values()}
         if len(dims) != 1:
             raise DescbenchError(f"descriptors have different dimensions across sequences: {sorted(dims)}")
