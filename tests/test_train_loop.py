@@ -66,6 +66,22 @@ def test_kill_and_resume_ends_with_bit_identical_weights(ubc_like, uninterrupted
         np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_resume_from_the_final_checkpoint_rewrites_the_outputs(ubc_like, uninterrupted):
+    """A job killed after its last checkpoint: Snakemake deletes the incomplete outputs, the rerun
+    resumes at the last step and must write metrics.csv and diagnostics.npz again."""
+    out, whole = uninterrupted
+    metrics = (out / "metrics.csv").read_text()
+    hists = dict(np.load(out / "diagnostics.npz"))
+    (out / "metrics.csv").unlink()
+    (out / "diagnostics.npz").unlink()
+    again = train(TWO_STAGES, L2NetFRN, *ubc_like, out, seed=5, device="cpu", progress=False,
+                  checkpoint_every=100, resume=True)
+    assert again.steps == whole.steps
+    assert (out / "metrics.csv").read_text() == metrics
+    for name, value in np.load(out / "diagnostics.npz").items():
+        np.testing.assert_array_equal(value, hists[name])
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(ubc_like, tmp_path):
     patches, labels = ubc_like
     with pytest.raises(StopTraining):

@@ -561,6 +561,7 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
             save_checkpoint(ckpt_path, payload)
             _write_outputs(out_dir, rows, diag, val_classes)
 
+        start_step = step
         while step < total:
             s_idx, s_step, epoch = _stage_of(recipe, step)
             stage = recipe.stages[s_idx]
@@ -647,6 +648,10 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
                 raise StopTraining(f"stopped after step {step}")
         if bar is not None:
             bar.close()
+        if rank == 0 and step == start_step:
+            # resumed from the final checkpoint (killed before the workflow removed it, which also
+            # removed the unfinished job's outputs): write metrics.csv and diagnostics.npz again
+            _write_outputs(out_dir, rows, diag, val_classes)
         if world > 1:
             for module in net.modules():
                 if type(module) is _GlobalBatchNorm2d:
