@@ -77,7 +77,7 @@ def sequence_names() -> list[str]:
 def prepare(root: Path, seed: int) -> None:
     """Write descriptors (``desc/<seq>.npy``) and task files (``tasks/``) unless present."""
     from descbench.evaluate.hpatches import IMAGE_TYPES
-    from descbench.evaluate.tasks import write_task_files
+    from descbench.data.hpatches_tasks import write_task_files
 
     names = sequence_names()
     rng = np.random.default_rng(seed)
@@ -161,7 +161,7 @@ def reference_retrieval(desc, task_dir, split, convention):
 def measure(root: Path, out: Path, threads: int, reference: bool) -> None:
     """Load the descriptors, run the three tasks (and the plain float64 path), dump times and numbers."""
     from descbench.evaluate import hpatches as hp
-    from descbench.evaluate.tasks import load_splits
+    from descbench.data.hpatches_tasks import load_splits
 
     device = "cuda" if os.environ.get("HPATCHES_DEVICE") == "cuda" else None
     rows = {}

@@ -11,7 +11,8 @@ import torch
 
 from descbench import cli, registry
 from descbench.errors import DescbenchError
-from descbench.evaluate import extract, tasks
+from descbench.data import hpatches_tasks
+from descbench.evaluate import extract
 from descbench.evaluate.hpatches import IMAGE_TYPES
 
 RNG = np.random.default_rng(0)
@@ -120,7 +121,7 @@ def make_data(root):
         np.save(hp_dir / f"{name}.npy", stack)
         refs[name] = stack[0]
     splits = {"full": {"name": "full", "test": ["i_x", "v_y"]}}
-    tasks.write_task_files(hp_dir / "tasks", refs, splits, n_pairs=200, n_queries=10, n_distractors=20)
+    hpatches_tasks.write_task_files(hp_dir / "tasks", refs, splits, n_pairs=200, n_queries=10, n_distractors=20)
     (hp_dir / "tasks" / "splits.json").write_text(json.dumps(splits))
     ubc_dir = root / "ubc" / "tiny"
     ubc_dir.mkdir(parents=True)

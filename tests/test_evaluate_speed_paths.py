@@ -10,6 +10,7 @@ from scipy.spatial.distance import cdist
 from descbench.errors import DescbenchError
 from descbench.evaluate import distances as dist
 from descbench.evaluate import hpatches as hp
+from descbench.data import hpatches_tasks
 from descbench.evaluate import tasks
 from descbench.evaluate.ranking import average_precision, negatives_before_positives
 
@@ -46,7 +47,7 @@ def write_tasks(task_dir, per, n_pairs=400, n_q=40, n_d=60):
     names = sorted(per)
     refs = {n: rng.integers(0, 256, size=(per[n].shape[1], 65, 65), dtype=np.uint8) for n in names}
     splits = {"x": {"name": "x", "test": names}}
-    tasks.write_task_files(task_dir, refs, splits, n_pairs=n_pairs, n_queries=n_q, n_distractors=n_d)
+    hpatches_tasks.write_task_files(task_dir, refs, splits, n_pairs=n_pairs, n_queries=n_q, n_distractors=n_d)
     (task_dir / "splits.json").write_text(json.dumps(splits))
     return splits["x"]
 

@@ -23,7 +23,7 @@ illumination gradient). Every target image gets sensor noise. N (150-400, drawn 
 detections are written; each PNG is one column of N 65x65 patches.
 ``DATA/raw/hpatches-tasks/`` gets ``splits.json`` (a, b, c: half of the i_ and half of the v_ sequences as
 test, the rest train; illum/view/full: test only) and the task csvs made by
-``descbench.evaluate.tasks.write_task_files`` (the official generator rules).
+``descbench.data.hpatches_tasks.write_task_files`` (the official generator rules).
 
 Everything is drawn from ``numpy.random.default_rng([seed, part])`` per part and OpenCV's keypoints are
 sorted, so the same seed gives byte-identical files (with the same numpy/OpenCV/scikit-image versions). ``scale`` shrinks every count (tests use it); the CLI uses 1.0.
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from descbench.data import hpatches as hp
+from descbench.data.hpatches_tasks import write_task_files
 from descbench.data import ubc
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, write_json
@@ -487,8 +488,6 @@ def make_mini(out_root: str | Path, seed: int = 0, scale: float = 1.0) -> MiniDa
     Each output folder is generated in a temporary folder and renamed into place only after everything
     was generated. Refuses to overwrite HPatches folders that make-mini did not write.
     """
-    from descbench.evaluate.tasks import write_task_files
-
     if not 0 < scale <= 1:
         raise DescbenchError(f"make-mini: scale must be in (0, 1], got {scale}")
     out_root = Path(out_root)

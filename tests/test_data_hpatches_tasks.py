@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from descbench.errors import DescbenchError
+from descbench.data import hpatches_tasks
 from descbench.evaluate import tasks
 
 # Tiny case: three sequences of 5, 7 and 4 checkerboard ref patches, four of them flat (std 0 <= 10).
@@ -34,14 +35,14 @@ def tiny_refs():
 
 
 def test_regeneration_reproduces_the_official_generator(tmp_path):
-    tasks.write_task_files(tmp_path, tiny_refs(), SPLITS, n_pairs=6, n_queries=4, n_distractors=6)
+    hpatches_tasks.write_task_files(tmp_path, tiny_refs(), SPLITS, n_pairs=6, n_queries=4, n_distractors=6)
     for name, text in OFFICIAL.items():
         assert (tmp_path / name).read_text() == text, name
 
 
 def test_generated_files_follow_the_rules(tmp_path):
     refs = tiny_refs()
-    tasks.write_task_files(tmp_path, refs, SPLITS, n_pairs=300, n_queries=8, n_distractors=12)
+    hpatches_tasks.write_task_files(tmp_path, refs, SPLITS, n_pairs=300, n_queries=8, n_distractors=12)
     pos = tasks.read_pairs(tmp_path, "pos", "t")
     intra = tasks.read_pairs(tmp_path, "neg_intra", "t")
     inter = tasks.read_pairs(tmp_path, "neg_inter", "t")
@@ -62,7 +63,7 @@ def test_generated_files_follow_the_rules(tmp_path):
     assert not (q | set(d)) & FLAT  # flat patches (std <= 10) are never used
     # the same inputs give the same bytes
     again = tmp_path / "again"
-    tasks.write_task_files(again, refs, SPLITS, n_pairs=300, n_queries=8, n_distractors=12)
+    hpatches_tasks.write_task_files(again, refs, SPLITS, n_pairs=300, n_queries=8, n_distractors=12)
     for path in tmp_path.glob("*.csv"):
         assert (again / path.name).read_bytes() == path.read_bytes()
 
@@ -81,7 +82,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(DescbenchError, match="no splits.json"):
         tasks.load_splits(tmp_path)
     with pytest.raises(DescbenchError, match="without patches"):
-        tasks.write_task_files(tmp_path, {"i_a": tiny_refs()["i_a"]}, SPLITS, 5, 2, 2)
+        hpatches_tasks.write_task_files(tmp_path, {"i_a": tiny_refs()["i_a"]}, SPLITS, 5, 2, 2)
     with pytest.raises(DescbenchError, match="is missing"):
         tasks.read_pairs(tmp_path, "pos", "t")
     (tmp_path / "retr_queries_split-t.csv").write_text("seq,idx\ni_a,1\n")
