@@ -4,13 +4,11 @@ extraction, content checks, --from-dir and the CLI. Archives are generated here 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import random
 import re
 import tarfile
-import threading
 import zipfile
 
 import pytest
@@ -21,72 +19,9 @@ from descbench.data.download import HttpOptions
 from descbench.data.sources import (Catalogue, Checksum, HPatchesSource, Mirror, RemoteFile, TaskFilesSource,
                                     UBCSetSource)
 from descbench.errors import DescbenchError
+from loopback import LoopbackServer, Route
 
 FAST = HttpOptions(retries=3, backoff_s=0.01, timeout_s=10)
-
-
-# ------------------------------------------------------------------------------------------ local server
-
-class FileServer:
-    """Serves ``files`` by path with Range support; ``plans[path]`` lists misbehaviours for the next requests:
-    ``"status:503"``, ``"drop:N"`` (promise the whole body, send N bytes, close), ``"ignore-range"``."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.plans: dict[str, list[str]] = {}
-        self.requests: list[tuple[str, str | None, str | None]] = []  # path, Range, If-Range
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests.append((self.path, self.headers.get("Range"), self.headers.get("If-Range")))
-                plan = server.plans.get(self.path) or []
-                action = plan.pop(0) if plan else "ok"
-                if action.startswith("status:") or self.path not in server.files:
-                    code = int(action.split(":")[1]) if action.startswith("status:") else 404
-                    self.send_response(code)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = server.files[self.path]
-                etag = '"' + hashlib.sha1(data).hexdigest() + '"'
-                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-                start = int(match.group(1)) if match and action != "ignore-range" else 0
-                if start:
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.send_header("ETag", etag)
-                self.end_headers()
-                body = data[start:]
-                if action.startswith("drop:"):
-                    body = body[:int(action.split(":")[1])]
-                    self.close_connection = True
-                self.wfile.write(body)
-                self.wfile.flush()
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def hits(self, path: str) -> list[tuple[str, str | None, str | None]]:
-        return [r for r in self.requests if r[0] == path]
-
-
-@pytest.fixture
-def server():
-    srv = FileServer()
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
 
 
 # --------------------------------------------------------------------------------------- generated data
@@ -139,9 +74,9 @@ def ubc_files(n_patches: int = 300, n_info_lines: int | None = None, n_pairs: in
     }
 
 
-def tiny_ubc(server: FileServer, archive: bytes, checksum: Checksum | None | str = "md5",
+def tiny_ubc(server: LoopbackServer, archive: bytes, checksum: Checksum | None | str = "md5",
              name: str = "tiny") -> UBCSetSource:
-    server.files[f"/{name}.zip"] = archive
+    server.serve(f"/{name}.zip", archive)
     if checksum == "md5":
         checksum = md5(archive)
     return UBCSetSource(name, RemoteFile(name, (Mirror(server.url(f"/{name}.zip"), checksum),)),
@@ -161,8 +96,7 @@ def blob_id(data: bytes) -> str:
 
 def test_resume_after_dropped_connection(server, tmp_path):
     data = payload(200_000)
-    server.files["/big.bin"] = data
-    server.plans["/big.bin"] = ["drop:50000"]
+    server.serve("/big.bin", data, "drop:50000")
     remote = RemoteFile("big", (Mirror(server.url("/big.bin"), md5(data)),))
 
     result = download.fetch(remote, tmp_path, http=FAST)
@@ -175,8 +109,7 @@ def test_resume_after_dropped_connection(server, tmp_path):
 
 def test_partial_file_resumes_in_the_next_run(server, tmp_path):
     data = payload(120_000, seed=3)
-    server.files["/big.bin"] = data
-    server.plans["/big.bin"] = ["drop:70000"]
+    server.serve("/big.bin", data, "drop:70000")
     remote = RemoteFile("big", (Mirror(server.url("/big.bin"), md5(data)),))
 
     with pytest.raises(DescbenchError, match=r"broke after 70,000 of 120,000 bytes.*gave up after 0 retries"):
@@ -192,8 +125,7 @@ def test_partial_file_resumes_in_the_next_run(server, tmp_path):
 
 def test_server_ignoring_range_restarts_the_file(server, tmp_path):
     data = payload(80_000, seed=4)
-    server.files["/f.bin"] = data
-    server.plans["/f.bin"] = ["drop:30000", "ignore-range"]
+    server.serve("/f.bin", data, "drop:30000", "ignore-range")
     result = download.fetch(RemoteFile("f", (Mirror(server.url("/f.bin"), md5(data)),)), tmp_path, http=FAST)
     assert result.path.read_bytes() == data
     assert [r[1] for r in server.hits("/f.bin")] == [None, "bytes=30000-"]
@@ -201,7 +133,7 @@ def test_server_ignoring_range_restarts_the_file(server, tmp_path):
 
 def test_checksum_mismatch_removes_file_and_names_both_digests(server, tmp_path):
     data = payload(5000)
-    server.files["/x.zip"] = data
+    server.serve("/x.zip", data)
     expected = hashlib.md5(b"something else").hexdigest()
     remote = RemoteFile("x", (Mirror(server.url("/x.zip"), Checksum("md5", expected, "the catalogue")),))
 
@@ -217,7 +149,7 @@ def test_checksum_mismatch_removes_file_and_names_both_digests(server, tmp_path)
 
 def test_404_then_working_mirror(server, tmp_path):
     data = payload(3000)
-    server.files["/b/x.zip"] = data
+    server.serve("/b/x.zip", data)
     remote = RemoteFile("x", (Mirror(server.url("/a/x.zip"), md5(data)), Mirror(server.url("/b/x.zip"), md5(data))))
 
     result = download.fetch(remote, tmp_path, http=FAST)
@@ -229,15 +161,14 @@ def test_404_then_working_mirror(server, tmp_path):
 
 def test_503_then_success(server, tmp_path):
     data = payload(3000)
-    server.files["/x.zip"] = data
-    server.plans["/x.zip"] = ["status:503", "status:502"]
+    server.serve("/x.zip", data, "status:503", "status:502")
     result = download.fetch(RemoteFile("x", (Mirror(server.url("/x.zip"), md5(data)),)), tmp_path, http=FAST)
     assert result.path.read_bytes() == data
     assert len(server.hits("/x.zip")) == 3
 
 
 def test_persistent_5xx_gives_up_with_every_mirror_named(server, tmp_path):
-    server.plans["/x.zip"] = ["status:503"] * 10
+    server.routes["/x.zip"] = Route(plan=["status:503"] * 10)
     remote = RemoteFile("x", (Mirror(server.url("/x.zip"), md5(b"")), Mirror(server.url("/gone.zip"), md5(b""))))
     with pytest.raises(DescbenchError) as err:
         download.fetch(remote, tmp_path, http=HttpOptions(retries=2, backoff_s=0.01))
@@ -274,7 +205,7 @@ def test_task_files_verified_by_git_blob_id_and_flat(server, tmp_path):
              "retr_queries_split-a.csv": b"s,idx\ni_one,3\n"}
     remotes = []
     for name, data in files.items():
-        server.files[f"/tasks/{name}"] = data
+        server.serve(f"/tasks/{name}", data)
         checksum = Checksum("git-blob", blob_id(data), "t")
         remotes.append(RemoteFile(name, (Mirror(server.url(f"/tasks/{name}"), checksum),)))
 
@@ -345,12 +276,12 @@ def test_ubc_zip_with_or_without_top_folder(server, tmp_path, top):
     assert sorted(p.name for p in folder.iterdir()) == sorted(ubc_files())
     assert (folder / "info.txt").read_bytes() == ubc_files()["info.txt"]
     assert result.summary == "300 patches in 2 tiles, 10 test pairs"
-    assert (tmp_path / "raw" / "archives" / "tiny.zip").read_bytes() == server.files["/tiny.zip"]
+    assert (tmp_path / "raw" / "archives" / "tiny.zip").read_bytes() == server.routes["/tiny.zip"].versions[0]
 
 
 def test_hpatches_falls_back_to_the_tarball(server, tmp_path):
     tarball = tar_bytes({f"hpatches-release/{k}": v for k, v in hpatches_files().items()})
-    server.files["/hp.tar.gz"] = tarball
+    server.serve("/hp.tar.gz", tarball)
     source = HPatchesSource(RemoteFile("hpatches-release", (
         Mirror(server.url("/missing/hpatches-release.zip")),
         Mirror(server.url("/hp.tar.gz"), md5(tarball), filename="hpatches-release.tar.gz"))), n_sequences=2)
@@ -414,7 +345,7 @@ def test_rerun_verifies_instead_of_downloading_and_replaces_a_damaged_archive(se
     archive.write_bytes(archive.read_bytes()[:-1] + b"!")
     repaired = download.download_ubc_set(source, tmp_path, http=FAST)
     assert not repaired.files[0].reused and len(server.requests) == 2
-    assert archive.read_bytes() == server.files["/tiny.zip"]
+    assert archive.read_bytes() == server.routes["/tiny.zip"].versions[0]
 
     archive.unlink()  # unpacked and verified before: the record is enough, nothing is downloaded
     assert download.download_ubc_set(source, tmp_path, http=FAST).reused and len(server.requests) == 2

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import http.server
 import io
 import json
 import logging
@@ -15,7 +14,6 @@ import os
 import re
 import struct
 import tarfile
-import threading
 import time
 import zipfile
 
@@ -26,105 +24,9 @@ from descbench.data import download, sources
 from descbench.data.download import HttpOptions
 from descbench.data.sources import Checksum, HPatchesSource, Mirror, RemoteFile, UBCSetSource
 from descbench.errors import DescbenchError
+from loopback import LoopbackServer, Route
 
 FAST = HttpOptions(retries=2, backoff_s=0.01, timeout_s=10)
-
-
-# ------------------------------------------------------------------------------------------ local server
-
-class Route:
-    """How one path misbehaves. ``versions``: the bodies of successive requests (the last one repeats);
-    ``plan``: per request, ``"ok"``, ``"drop:N"`` (promise the whole body, send N bytes, close) or ``"trickle"``
-    (one byte every 20 ms, forever); ``redirect``: a Location to answer with (302)."""
-
-    def __init__(self, versions=(), *, etag=True, length=True, honour_if_range=True, plan=(), redirect=None):
-        self.versions = list(versions)
-        self.etag, self.length, self.honour_if_range = etag, length, honour_if_range
-        self.plan, self.redirect = list(plan), redirect
-        self.served = 0
-
-
-class HostileServer:
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.requests: list[tuple[str, str | None, str | None]] = []  # path, Range, If-Range
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests.append((self.path, self.headers.get("Range"), self.headers.get("If-Range")))
-                route = server.routes.get(self.path)
-                if route is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if route.redirect:
-                    self.send_response(302)
-                    self.send_header("Location", route.redirect)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                action = route.plan.pop(0) if route.plan else "ok"
-                if action == "trickle":
-                    self.send_response(200)
-                    self.end_headers()
-                    while True:
-                        self.wfile.write(b"x")
-                        self.wfile.flush()
-                        time.sleep(0.02)
-                data = route.versions[min(route.served, len(route.versions) - 1)]
-                route.served += 1
-                etag = '"' + hashlib.sha1(data).hexdigest() + '"'
-                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-                start = int(match.group(1)) if match else 0
-                if start and route.honour_if_range and self.headers.get("If-Range") not in (None, etag):
-                    start = 0
-                if start:
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                if route.length:
-                    self.send_header("Content-Length", str(len(data) - start))
-                if route.etag:
-                    self.send_header("ETag", etag)
-                self.end_headers()
-                body = data[start:]
-                if action.startswith("drop:"):
-                    body = body[:int(action.split(":")[1])]
-                self.wfile.write(body)
-                self.wfile.flush()
-                self.close_connection = True
-
-        class Quiet(http.server.ThreadingHTTPServer):
-            def handle_error(self, request, client_address) -> None:
-                pass  # the client hanging up on a trickle is expected
-
-        self.httpd = Quiet(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self.httpd.server_address[1]
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def hits(self, path: str) -> list[tuple[str, str | None, str | None]]:
-        return [r for r in self.requests if r[0] == path]
-
-
-@pytest.fixture
-def server():
-    srv = HostileServer()
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
 
 
 class LoopbackTLS(requests.adapters.HTTPAdapter):
@@ -191,13 +93,13 @@ def ubc_entries() -> list[tuple[str, bytes]]:
             (sources.TEST_PAIRS_FILE, "".join(f"{i} {i // 3} 0 {i + 1} 0 0 0\n" for i in range(10)).encode())]
 
 
-def tiny_ubc(server: HostileServer, archive: bytes, *, checksum: str | None = "md5", **route) -> UBCSetSource:
+def tiny_ubc(server: LoopbackServer, archive: bytes, *, checksum: str | None = "md5", **route) -> UBCSetSource:
     server.routes["/tiny.zip"] = Route([archive], **route)
     mirror = Mirror(server.url("/tiny.zip"), md5(archive) if checksum else None)
     return UBCSetSource("tiny", RemoteFile("tiny", (mirror,)), n_patches=300, n_test_pairs=10)
 
 
-def hpatches_source(server: HostileServer, archive: bytes, filename: str = "hpatches-release.zip") -> HPatchesSource:
+def hpatches_source(server: LoopbackServer, archive: bytes, filename: str = "hpatches-release.zip") -> HPatchesSource:
     """Like the catalogue's: one mirror without a checksum."""
     server.routes["/" + filename] = Route([archive])
     return HPatchesSource(RemoteFile("hpatches-release", (Mirror(server.url("/" + filename)),)), n_sequences=2)

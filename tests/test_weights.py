@@ -6,9 +6,7 @@ Nothing here touches the network: files are made by the tests and their digests 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
-import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -121,40 +119,6 @@ def roles(release: weights.Release, paths: dict[str, Path]) -> dict[str, Path]:
 
 def patches(n: int = 6, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-# ------------------------------------------------------------------------------------------ local server
-
-class Server:
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                data = server.files.get(self.path)
-                self.send_response(200 if data is not None else 404)
-                self.send_header("Content-Length", str(len(data or b"")))
-                self.end_headers()
-                self.wfile.write(data or b"")
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-
-@pytest.fixture
-def server():
-    srv = Server()
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
 
 
 # ---------------------------------------------------------------------------------------- every release
@@ -378,7 +342,7 @@ def test_download_over_loopback_verifies_and_refuses_tampering(server, tmp_path)
     release = weights.get("cdf@liberty")
     files = release_files(release, randomised(release))
     for name, data in files.items():
-        server.files[f"/repo/{name}"] = data
+        server.serve(f"/repo/{name}", data)
     test_release = pinned(release, files, url=lambda f: (server.url(f"/dead/{f.filename}"),
                                                           server.url(f"/repo/{f.filename}")))
     folder = tmp_path / "weights"
@@ -397,7 +361,7 @@ def test_download_over_loopback_verifies_and_refuses_tampering(server, tmp_path)
     with pytest.raises(ChecksumMismatchError, match="does not match its pin"):
         weights.load_release(test_release, folder)
     # a mirror serving altered bytes is refused and nothing lands
-    server.files["/repo/model.state_dict"] = bytes(data)
+    server.serve("/repo/model.state_dict", bytes(data))
     fresh = tmp_path / "fresh"
     with pytest.raises(DescbenchError, match="verified copy"):
         weights.download_release(test_release, fresh, http=FAST)
