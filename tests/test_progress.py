@@ -13,12 +13,11 @@ import textwrap
 import pytest
 
 from descbench import progress as progress_module
-from descbench.data import mini
 from descbench.fileio import file_digests
 from descbench.nets import L2NetFRN
 from descbench.progress import progress, stderr_is_terminal
 from descbench.train import loop
-from descbench.train.recipe import Optimiser, Stage, TrainRecipe
+from training_cases import TWO_STAGES, ubc_like_set
 
 
 class FakeTerminal(io.StringIO):
@@ -224,25 +223,13 @@ def test_the_cli_logs_progress_lines_to_a_non_terminal_stderr(tmp_path):
 
 # --- training ----------------------------------------------------------------------------------
 
-TINY = TrainRecipe(stages=(  # test_train_loop's TWO_STAGES: 3 epochs of 2 steps
-    Stage(name="a", loss="BalanceLoss", loss_kwargs={}, n_classes=8, n_per_class=3, epochs=2,
-          steps_per_epoch=2, optimiser=Optimiser(kind="adamw", lr=3e-3, schedule="one_cycle",
-                                                 weight_decay=0.1), augment="affine", teacher=True),
-    Stage(name="b", loss="AnnealingLoss", loss_kwargs={"threshold": -0.1}, n_classes=8,
-          n_per_class=2, epochs=1, steps_per_epoch=2,
-          optimiser=Optimiser(kind="adamw", lr=1e-3, schedule="flat_cos", pct_start=0.6,
-                              weight_decay=0.1), augment="affine"),
-))
-
-
 @pytest.fixture(scope="module")
 def ubc_like():
-    data = mini.make_ubc_set("mini_liberty", seed=0, part=0, scale=0.5)
-    return data["patches"], data["labels"]
+    return ubc_like_set()
 
 
 def _train(ubc_like, out, **kwargs):
-    return loop.train(TINY, L2NetFRN, *ubc_like, out, seed=5, device="cpu", checkpoint_every=100,
+    return loop.train(TWO_STAGES, L2NetFRN, *ubc_like, out, seed=5, device="cpu", checkpoint_every=100,
                       **kwargs)
 
 
@@ -294,11 +281,11 @@ def test_a_resumed_run_logs_from_its_step(ubc_like, log_file, caplog, monkeypatc
     monkeypatch.setattr(loop, "LOG_EVERY_PERCENT", 34.0)
     monkeypatch.setattr(loop, "LOG_EVERY_SECONDS", 1e9)
     with pytest.raises(loop.StopTraining):
-        loop.train(TINY, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu", progress=False,
+        loop.train(TWO_STAGES, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu", progress=False,
                    checkpoint_every=2, stop_after=4)
     caplog.clear()
     caplog.set_level(logging.INFO, logger="descbench.train.loop")
-    loop.train(TINY, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu", progress=False,
+    loop.train(TWO_STAGES, L2NetFRN, *ubc_like, tmp_path, seed=5, device="cpu", progress=False,
                checkpoint_every=2, resume=True)
     lines = [line for line in _lines(caplog, "descbench.train.loop") if "step/s" in line]
     assert [line.split(",")[0] for line in lines] == ["train: 83% (5/6 step)", "train: done"]

@@ -11,31 +11,18 @@ import pytest
 import torch
 
 from descbench import cli, registry
-from descbench.data import mini
 from descbench.errors import DescbenchError
 from descbench.models import load_model
 from descbench.nets import L2NetFRN
 from descbench.train import loop
 from descbench.train.loop import METRIC_COLUMNS, StopTraining, train
-from descbench.train.recipe import Optimiser, Stage, TrainRecipe
+from descbench.train.recipe import TrainRecipe
+from training_cases import TWO_STAGES, ubc_like_set
 
 
 @pytest.fixture(scope="module")
 def ubc_like():
-    """A small UBC-like training set (300 3D points, 2-5 patches each) from the make-mini generator."""
-    data = mini.make_ubc_set("mini_liberty", seed=0, part=0, scale=0.5)
-    return data["patches"], data["labels"]
-
-
-TWO_STAGES = TrainRecipe(stages=(
-    Stage(name="a", loss="BalanceLoss", loss_kwargs={}, n_classes=8, n_per_class=3, epochs=2,
-          steps_per_epoch=2, optimiser=Optimiser(kind="adamw", lr=3e-3, schedule="one_cycle",
-                                                 weight_decay=0.1), augment="affine", teacher=True),
-    Stage(name="b", loss="AnnealingLoss", loss_kwargs={"threshold": -0.1}, n_classes=8,
-          n_per_class=2, epochs=1, steps_per_epoch=2,
-          optimiser=Optimiser(kind="adamw", lr=1e-3, schedule="flat_cos", pct_start=0.6,
-                              weight_decay=0.1), augment="affine"),
-))
+    return ubc_like_set()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -471,6 +471,186 @@ def train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches
             torch.distributed.destroy_process_group()
 
 
+@dataclass
+class _Validation:
+    """The validation patches (sorted, contiguous) and pairs re-indexed into them."""
+
+    patches: np.ndarray
+    pairs: np.ndarray
+    classes: str  # VAL_CLASSES entry: what the pairs are drawn from
+
+    @classmethod
+    def of(cls, patches: np.ndarray, split: Any) -> "_Validation":
+        order = np.sort(split.val_patches)
+        pos = np.searchsorted(order, split.val_patches)
+        pairs = np.column_stack([pos[split.pairs[:, 0]], pos[split.pairs[:, 1]], split.pairs[:, 2]])
+        return cls(np.ascontiguousarray(patches[order]), pairs, VAL_CLASSES[split.held_out])
+
+
+@dataclass
+class _Record:
+    """What a run has produced so far besides weights: its step, metrics rows and diagnostics."""
+
+    step: int = 0
+    rows: list = field(default_factory=list)
+    diag: dict = field(default_factory=lambda: {"steps": [], "a": [], "b": [], "w": []})
+    val_before: float = math.nan
+
+    def add(self, step: int, epoch: int, lr: float, out: Any, val: float, histogram: bool) -> None:
+        self.rows.append([step, epoch, float(out.loss.detach()), lr, _median(out.a), _median(out.b),
+                          _value(out.bound), _value(out.w), _value(out.masked_fraction), val])
+        if histogram:
+            self.diag["steps"].append(step)
+            for key in ("a", "b", "w"):
+                self.diag[key].extend(_hist(getattr(out, key)).tolist())
+
+
+class _Run:
+    """One training run's moving parts; ``_train`` drives it stage by stage and step by step."""
+
+    def __init__(self, recipe: TrainRecipe, net: nn.Module, patches: np.ndarray, index: ClassIndex,
+                 split: Any, seed: int, dev: torch.device, generator: torch.Generator,
+                 ckpt_path: Path, identity: dict[str, str]) -> None:
+        self.recipe, self.net, self.patches, self.index, self.split = recipe, net, patches, index, split
+        self.seed, self.dev, self.generator = seed, dev, generator
+        self.ckpt_path, self.identity = ckpt_path, identity
+        self.rank, self.world = _dist()
+        self.record = _Record()
+        self.optimiser: torch.optim.Optimizer | None = None
+        self.stage_idx = -1
+        self.sampler: BatchSampler | RaggedBatchSampler | None = None
+        self.loss_fn: Callable | None = None
+        self._opt_state, self._opt_stage = None, -1  # a resumed optimiser, loaded on entering its stage
+
+    def restore(self) -> None:
+        """Continue from ``checkpoint.pt``: weights, record, optimiser and every generator state."""
+        ck = load_checkpoint(self.ckpt_path)
+        _check_same_run(self.ckpt_path, ck["identity"], self.identity)
+        self.net.load_state_dict(ck["model"])
+        self.record = _Record(ck["step"], ck["rows"], ck["diagnostics"], ck["val_before"])
+        self._opt_state, self._opt_stage = ck["optimizer"], ck["optimizer_stage"]
+        if len(ck["torch_rng"]) != self.world:
+            raise DescbenchError(f"{self.ckpt_path} was written by {len(ck['torch_rng'])} processes; "
+                                 f"resume it with the same number (not {self.world})")
+        torch.set_rng_state(ck["torch_rng"][self.rank])
+        if self.dev.type == "cuda" and ck["cuda_rng"][self.rank] is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"][self.rank], self.dev)
+        self.generator.set_state(ck["augment_rng"])
+
+    def enter_stage(self, s_idx: int) -> None:
+        """A fresh optimiser (or the resumed one), the stage's loss and its batch sampler."""
+        stage = self.recipe.stages[s_idx]
+        self.stage_idx = s_idx
+        self.optimiser = build_optimiser(stage, self.net)
+        if self._opt_state is not None and self._opt_stage == s_idx:
+            self.optimiser.load_state_dict(self._opt_state)
+        self._opt_state = None
+        self.loss_fn = stage.build_loss()
+        if stage.sampler == "ragged":
+            self.sampler = RaggedBatchSampler(self.index, self.split.training_classes(include_single=True),
+                                              stage.n_classes, stage.n_per_class, self.seed)
+        else:
+            self.sampler = BatchSampler(self.index, self.split.train_classes, stage.n_classes,
+                                        stage.n_per_class, self.seed)
+
+    def step(self, stage: Stage, s_step: int, epoch: int) -> tuple[Any, float]:
+        """One optimiser step on the stage's batch for (epoch, step): returns the loss output and lr."""
+        net, world = self.net, self.world
+        lr = _set_schedule(self.optimiser, stage, s_step)
+        idx, batch_labels = self.sampler.batch(epoch, s_step % stage.steps_per_epoch)
+        batch_class = class_of(batch_labels)
+        n_classes = stage.classes_at(s_step)
+        if n_classes < stage.n_classes:  # an epoch's partial last batch: its first classes
+            keep = batch_class < n_classes
+            idx, batch_labels, batch_class = idx[keep], batch_labels[keep], batch_class[keep]
+        # each process takes a contiguous run of whole classes (shares may differ in size)
+        bounds = np.searchsorted(batch_class, [r * n_classes // world for r in range(world + 1)])
+        sizes = np.diff(bounds).tolist()
+        mine = slice(int(bounds[self.rank]), int(bounds[self.rank + 1]))
+        x_local = _network_input(torch.from_numpy(_read(self.patches, idx[mine])).to(self.dev), stage,
+                                 self.recipe.resize, batch_class, self.generator, mine)
+        y = torch.from_numpy(batch_labels).to(self.dev)
+
+        teacher_desc = None
+        if stage.teacher:
+            # the self-teacher runs first, as in Self-TNet: eval mode sees BatchNorm running
+            # statistics from before this batch
+            net.eval()
+            with torch.no_grad():
+                teacher_local = net(x_local)
+            net.train()
+            teacher_desc = _gather_no_grad(teacher_local, sizes) if world > 1 else teacher_local
+
+        raw = None
+        if stage.raw_desc:
+            desc_local, raw_local = net(x_local, return_raw=True)
+            raw = _gather_with_grad(raw_local, sizes) if world > 1 else raw_local
+        else:
+            desc_local = net(x_local)
+        desc = _gather_with_grad(desc_local, sizes) if world > 1 else desc_local
+
+        out = self.loss_fn(desc, y, LossContext(
+            teacher=(lambda: teacher_desc) if teacher_desc is not None else None, raw_desc=raw))
+        self.optimiser.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if world > 1:
+            _average_gradients(net, world)
+        self.optimiser.step()
+        self.record.step += 1
+        return out, lr
+
+    def checkpoint(self, out_dir: Path, val_classes: str) -> None:
+        """Save ``checkpoint.pt`` and rewrite metrics.csv / diagnostics.npz (rank 0; every rank's RNG)."""
+        torch_rng = [torch.get_rng_state()]
+        cuda_rng = [torch.cuda.get_rng_state(self.dev) if self.dev.type == "cuda" else None]
+        if self.world > 1:
+            torch_rng, cuda_rng = _gather_objects(torch_rng[0]), _gather_objects(cuda_rng[0])
+        if self.rank != 0:
+            return
+        rec = self.record
+        payload = {
+            "version": CHECKPOINT_VERSION, "identity": self.identity,
+            "step": rec.step, "model": self.net.state_dict(),
+            "optimizer": self.optimiser.state_dict() if self.optimiser is not None else None,
+            "optimizer_stage": self.stage_idx, "scheduler": {"stage": self.stage_idx, "step": rec.step},
+            "torch_rng": torch_rng, "cuda_rng": cuda_rng,
+            "augment_rng": self.generator.get_state(), "rows": rec.rows, "diagnostics": rec.diag,
+            "val_before": rec.val_before,
+        }
+        save_checkpoint(self.ckpt_path, payload)
+        _write_outputs(out_dir, rec.rows, rec.diag, val_classes)
+
+
+class _Reporter:
+    """Rank 0's progress: a bar on a terminal (unless ``progress`` is False), otherwise a log line every
+    LOG_EVERY_PERCENT of the steps or LOG_EVERY_SECONDS, whichever first, with the mean loss since the
+    last line; the validation FPR95 is logged at every evaluation either way."""
+
+    def __init__(self, total: int, record: _Record, progress: bool) -> None:
+        self.total, self.record = total, record
+        if record.step == 0:
+            log.info("train: step 0/%d: validation FPR95 %.4f (%.2f %%) before training", total,
+                     record.val_before, 100 * record.val_before)
+        self.bar = progress_of(total=total, initial=record.step, desc="train", unit="step", logger=log,
+                               every_percent=LOG_EVERY_PERCENT, every_seconds=LOG_EVERY_SECONDS,
+                               min_interval=0.0, bar=None if progress else False, dynamic_ncols=True)
+        self.loss_sum, self.loss_steps = 0.0, 0
+
+    def stepped(self, stage: Stage, epoch: int, lr: float) -> None:
+        row = self.record.rows[-1]
+        if not math.isnan(row[-1]):  # this step ended an epoch: rank 0 validated
+            log.info("train: step %d/%d (stage %s, epoch %d): validation FPR95 %.4f (%.2f %%)",
+                     row[0], self.total, stage.name, epoch, row[-1], 100 * row[-1])
+        self.loss_sum, self.loss_steps = self.loss_sum + row[2], self.loss_steps + 1
+        shown = self.loss_sum / self.loss_steps if self.bar.logs else row[2]
+        self.bar.set_postfix(loss=f"{shown:.4f}", lr=f"{lr:.3g}", stage=stage.name)
+        if self.bar.update(1):
+            self.loss_sum, self.loss_steps = 0.0, 0
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patches: np.ndarray,
            labels: np.ndarray, out_dir: Path, seed: int, dev: torch.device,
            init_state: dict[str, torch.Tensor] | None, resume: bool, checkpoint_every: int,
@@ -483,11 +663,7 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
 
     index = ClassIndex.from_labels(labels)
     split = split_validation(index, hold_out=recipe.hold_out)
-    val_classes = VAL_CLASSES[split.held_out]
-    val_patches = np.ascontiguousarray(patches[np.sort(split.val_patches)])
-    val_pos = np.searchsorted(np.sort(split.val_patches), split.val_patches)
-    val_pairs = np.column_stack([val_pos[split.pairs[:, 0]], val_pos[split.pairs[:, 1]],
-                                 split.pairs[:, 2]])
+    val = _Validation.of(patches, split)
     for stage in recipe.stages:
         if min(stage.n_classes, stage.last_batch_classes or stage.n_classes) < world:
             raise DescbenchError(f"stage {stage.name!r}: K={stage.n_classes} classes do not split "
@@ -502,160 +678,53 @@ def _train(recipe: TrainRecipe, network_factory: Callable[[], nn.Module], patche
         if world > 1:
             _sync_batchnorm(net)
             torch.manual_seed(seed * 1000 + rank)  # same initial weights, own dropout masks per rank
-        generator = torch.Generator().manual_seed(seed + 1)
-
-        step, rows, diag, opt_state, opt_stage = 0, [], {"steps": [], "a": [], "b": [], "w": []}, None, -1
-        val_before = math.nan
+        run = _Run(recipe, net, patches, index, split, seed, dev, torch.Generator().manual_seed(seed + 1),
+                   ckpt_path, identity)
+        rec = run.record
         if resume and ckpt_path.is_file():
-            ck = load_checkpoint(ckpt_path)
-            _check_same_run(ckpt_path, ck["identity"], identity)
-            net.load_state_dict(ck["model"])
-            step, rows, diag = ck["step"], ck["rows"], ck["diagnostics"]
-            opt_state, opt_stage = ck["optimizer"], ck["optimizer_stage"]
-            if len(ck["torch_rng"]) != world:
-                raise DescbenchError(f"{ckpt_path} was written by {len(ck['torch_rng'])} processes; "
-                                     f"resume it with the same number (not {world})")
-            torch.set_rng_state(ck["torch_rng"][rank])
-            if dev.type == "cuda" and ck["cuda_rng"][rank] is not None:
-                torch.cuda.set_rng_state(ck["cuda_rng"][rank], dev)
-            generator.set_state(ck["augment_rng"])
-            val_before = ck["val_before"]
-            log.info("resumed %s at step %d of %d", ckpt_path, step, total)
+            run.restore()
+            rec = run.record
+            log.info("resumed %s at step %d of %d", ckpt_path, rec.step, total)
         elif resume:
             log.info("no checkpoint in %s; starting from step 0", out_dir)
-        if step == 0:
-            val_before = validation_fpr95(net, val_patches, val_pairs, dev, recipe.resize)
-            rows = [[0, 0] + [math.nan] * 7 + [val_before]]
+        if rec.step == 0:
+            rec.val_before = validation_fpr95(net, val.patches, val.pairs, dev, recipe.resize)
+            rec.rows = [[0, 0] + [math.nan] * 7 + [rec.val_before]]
 
         started = time.perf_counter()
-        bar = None
-        if rank == 0:
-            if step == 0:
-                log.info("train: step 0/%d: validation FPR95 %.4f (%.2f %%) before training", total,
-                         val_before, 100 * val_before)
-            # a bar on a terminal (unless progress=False); otherwise a log line every LOG_EVERY_PERCENT
-            # of the steps or LOG_EVERY_SECONDS, whichever comes first
-            bar = progress_of(total=total, initial=step, desc="train", unit="step", logger=log,
-                              every_percent=LOG_EVERY_PERCENT, every_seconds=LOG_EVERY_SECONDS,
-                              min_interval=0.0,
-                              bar=None if progress else False, dynamic_ncols=True)
-        loss_sum, loss_steps = 0.0, 0  # the mean loss since the last log line
-        optimiser, stage_idx, sampler, loss_fn = None, -1, None, None
-
-        def checkpoint() -> None:
-            torch_rng = [torch.get_rng_state()]
-            cuda_rng = [torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None]
-            if world > 1:
-                torch_rng, cuda_rng = _gather_objects(torch_rng[0]), _gather_objects(cuda_rng[0])
-            if rank != 0:
-                return
-            payload = {
-                "version": CHECKPOINT_VERSION, "identity": identity,
-                "step": step, "model": net.state_dict(),
-                "optimizer": optimiser.state_dict() if optimiser is not None else None,
-                "optimizer_stage": stage_idx, "scheduler": {"stage": stage_idx, "step": step},
-                "torch_rng": torch_rng, "cuda_rng": cuda_rng,
-                "augment_rng": generator.get_state(), "rows": rows, "diagnostics": diag,
-                "val_before": val_before,
-            }
-            save_checkpoint(ckpt_path, payload)
-            _write_outputs(out_dir, rows, diag, val_classes)
-
-        start_step = step
-        while step < total:
-            s_idx, s_step, epoch = _stage_of(recipe, step)
+        reporter = _Reporter(total, rec, progress) if rank == 0 else None
+        start_step = rec.step
+        while rec.step < total:
+            s_idx, s_step, epoch = _stage_of(recipe, rec.step)
             stage = recipe.stages[s_idx]
-            if s_idx != stage_idx:
-                stage_idx = s_idx
-                optimiser = build_optimiser(stage, net)
-                if opt_state is not None and opt_stage == s_idx:
-                    optimiser.load_state_dict(opt_state)
-                opt_state = None
-                loss_fn = stage.build_loss()
-                if stage.sampler == "ragged":
-                    sampler = RaggedBatchSampler(index, split.training_classes(include_single=True),
-                                                 stage.n_classes, stage.n_per_class, seed)
-                else:
-                    sampler = BatchSampler(index, split.train_classes, stage.n_classes,
-                                           stage.n_per_class, seed)
-            lr = _set_schedule(optimiser, stage, s_step)
-            idx, batch_labels = sampler.batch(epoch, s_step % stage.steps_per_epoch)
-            batch_class = class_of(batch_labels)
-            n_classes = stage.classes_at(s_step)
-            if n_classes < stage.n_classes:  # an epoch's partial last batch: its first classes
-                keep = batch_class < n_classes
-                idx, batch_labels, batch_class = idx[keep], batch_labels[keep], batch_class[keep]
-            # each process takes a contiguous run of whole classes (shares may differ in size)
-            bounds = np.searchsorted(batch_class, [r * n_classes // world for r in range(world + 1)])
-            sizes = np.diff(bounds).tolist()
-            mine = slice(int(bounds[rank]), int(bounds[rank + 1]))
-            x_local = _network_input(torch.from_numpy(_read(patches, idx[mine])).to(dev), stage,
-                                     recipe.resize, batch_class, generator, mine)
-            y = torch.from_numpy(batch_labels).to(dev)
-
-            teacher_desc = None
-            if stage.teacher:
-                # the self-teacher runs first, as in Self-TNet: eval mode sees BatchNorm running
-                # statistics from before this batch
-                net.eval()
-                with torch.no_grad():
-                    teacher_local = net(x_local)
-                net.train()
-                teacher_desc = _gather_no_grad(teacher_local, sizes) if world > 1 else teacher_local
-
-            raw = None
-            if stage.raw_desc:
-                desc_local, raw_local = net(x_local, return_raw=True)
-                raw = _gather_with_grad(raw_local, sizes) if world > 1 else raw_local
-            else:
-                desc_local = net(x_local)
-            desc = _gather_with_grad(desc_local, sizes) if world > 1 else desc_local
-
-            out = loss_fn(desc, y, LossContext(
-                teacher=(lambda: teacher_desc) if teacher_desc is not None else None, raw_desc=raw))
-            optimiser.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if world > 1:
-                _average_gradients(net, world)
-            optimiser.step()
-            step += 1
+            if s_idx != run.stage_idx:
+                run.enter_stage(s_idx)
+            out, lr = run.step(stage, s_step, epoch)
+            step = rec.step
 
             epoch_end = s_step + 1 == stage.total_steps or (s_step + 1) % stage.steps_per_epoch == 0
-            val = (validation_fpr95(net, val_patches, val_pairs, dev, recipe.resize)
+            fpr = (validation_fpr95(net, val.patches, val.pairs, dev, recipe.resize)
                    if epoch_end and rank == 0 else math.nan)
-            rows.append([step, epoch + 1, float(out.loss.detach()), lr, _median(out.a),
-                         _median(out.b), _value(out.bound), _value(out.w),
-                         _value(out.masked_fraction), val])
-            if step % diagnostics_every == 0 or step == total:
-                diag["steps"].append(step)
-                diag["a"].extend(_hist(out.a).tolist())
-                diag["b"].extend(_hist(out.b).tolist())
-                diag["w"].extend(_hist(out.w).tolist())
-            if not math.isnan(val):  # this step ended an epoch: rank 0 validated
-                log.info("train: step %d/%d (stage %s, epoch %d): validation FPR95 %.4f (%.2f %%)",
-                         step, total, stage.name, epoch + 1, val, 100 * val)
-            if bar is not None:
-                loss_sum, loss_steps = loss_sum + rows[-1][2], loss_steps + 1
-                shown = loss_sum / loss_steps if bar.logs else rows[-1][2]
-                bar.set_postfix(loss=f"{shown:.4f}", lr=f"{lr:.3g}", stage=stage.name)
-                if bar.update(1):
-                    loss_sum, loss_steps = 0.0, 0
+            rec.add(step, epoch + 1, lr, out, fpr, step % diagnostics_every == 0 or step == total)
+            if reporter is not None:
+                reporter.stepped(stage, epoch + 1, lr)
             if step % checkpoint_every == 0 or step == total:
-                checkpoint()
+                run.checkpoint(out_dir, val.classes)
             if stop_after is not None and step >= stop_after and step < total:
-                if bar is not None:
-                    bar.close()
+                if reporter is not None:
+                    reporter.close()
                 raise StopTraining(f"stopped after step {step}")
-        if bar is not None:
-            bar.close()
-        if rank == 0 and step == start_step:
+        if reporter is not None:
+            reporter.close()
+        if rank == 0 and rec.step == start_step:
             # resumed from the final checkpoint (killed before the workflow removed it, which also
             # removed the unfinished job's outputs): write metrics.csv and diagnostics.npz again
-            _write_outputs(out_dir, rows, diag, val_classes)
+            _write_outputs(out_dir, rec.rows, rec.diag, val.classes)
         if world > 1:
             for module in net.modules():
                 if type(module) is _GlobalBatchNorm2d:
                     module.__class__ = nn.BatchNorm2d
         final = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        val_after = next((r[-1] for r in reversed(rows) if not math.isnan(r[-1])), math.nan)
-    return TrainResult(final, val_before, val_after, step, time.perf_counter() - started, rank, world)
+        val_after = next((r[-1] for r in reversed(rec.rows) if not math.isnan(r[-1])), math.nan)
+    return TrainResult(final, rec.val_before, val_after, rec.step, time.perf_counter() - started, rank,
+                       world)
