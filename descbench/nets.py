@@ -22,6 +22,7 @@ tests in tests/test_nets.py.
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +74,26 @@ def _init_convs(module: nn.Module, generator: torch.Generator | None, init: str 
             if m.bias is not None:
                 bound = 1.0 / math.sqrt(m.weight[0].numel())
                 nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+
+def _conv_stack(convs: Sequence[tuple[int, int, int]], bias: bool, norm: Callable[[int], nn.Module],
+                activation: Callable[[int], nn.Module]) -> list[nn.Module]:
+    """3x3 convolutions (padding 1) from ``(c_in, c_out, stride)`` rows, each followed by its
+    normalisation and activation, both built from the output channel count."""
+    layers: list[nn.Module] = []
+    for c_in, c_out, stride in convs:
+        layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=bias),
+                   norm(c_out), activation(c_out)]
+    return layers
+
+
+def _batchnorm(channels: int) -> nn.Module:
+    """HardNet's normalisation: BatchNorm without affine parameters."""
+    return nn.BatchNorm2d(channels, affine=False)
+
+
+def _relu(channels: int) -> nn.Module:
+    return nn.ReLU()
 
 
 class FRN(nn.Module):
@@ -132,13 +153,7 @@ class L2NetBN(nn.Module):
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.dim = dim
-        layers: list[nn.Module] = []
-        for c_in, c_out, stride in L2NET_CONVS:
-            layers += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(c_out, affine=False),
-                nn.ReLU(),
-            ]
+        layers = _conv_stack(L2NET_CONVS, bias=False, norm=_batchnorm, activation=_relu)
         self.features = nn.Sequential(*layers, *_head(dim, dropout))
         _init_convs(self, generator)
 
@@ -171,13 +186,7 @@ class L2NetFRN(nn.Module):
                  generator: torch.Generator | None = None, init: str = "orthogonal") -> None:
         super().__init__()
         self.dim = dim
-        layers: list[nn.Module] = [FRN(1), TLU(1)]
-        for c_in, c_out, stride in L2NET_CONVS:
-            layers += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=True),
-                FRN(c_out),
-                TLU(c_out),
-            ]
+        layers = [FRN(1), TLU(1), *_conv_stack(L2NET_CONVS, bias=True, norm=FRN, activation=TLU)]
         self.features = nn.Sequential(*layers, *_head(dim, dropout))
         _init_convs(self, generator, init)
 
@@ -214,13 +223,9 @@ class SOSNet32x32(nn.Module):
                  generator: torch.Generator | None = None, init: str = "pytorch") -> None:
         super().__init__()
         self.dim = dim
-        layers: list[nn.Module] = [nn.InstanceNorm2d(1, affine=False, eps=SOSNET_BN_EPS)]
-        for c_in, c_out, stride in L2NET_CONVS:
-            layers += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(c_out, affine=False, eps=SOSNET_BN_EPS),
-                nn.ReLU(),
-            ]
+        layers = [nn.InstanceNorm2d(1, affine=False, eps=SOSNET_BN_EPS),
+                  *_conv_stack(L2NET_CONVS, bias=False, activation=_relu,
+                               norm=lambda c: nn.BatchNorm2d(c, affine=False, eps=SOSNET_BN_EPS))]
         layers += [
             nn.Dropout(dropout),
             nn.Conv2d(128, dim, kernel_size=8, bias=False),
@@ -408,13 +413,7 @@ class HardNet8(nn.Module):
         super().__init__()
         self.dim = dim
         self.features_dim = features_dim
-        layers: list[nn.Module] = []
-        for c_in, c_out, stride in HARDNET8_CONVS:
-            layers += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(c_out, affine=False),
-                nn.ReLU(),
-            ]
+        layers = _conv_stack(HARDNET8_CONVS, bias=False, norm=_batchnorm, activation=_relu)
         layers += [
             nn.Dropout(dropout),
             nn.Conv2d(HARDNET8_CONVS[-1][1], features_dim, kernel_size=8, bias=False),
@@ -453,13 +452,8 @@ class L2NetPort(nn.Module):
     def __init__(self, dim: int = 128, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.dim = dim
-        layers: list[nn.Module] = []
-        for c_in, c_out, stride in L2NET_CONVS:
-            layers += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=True),
-                nn.BatchNorm2d(c_out, affine=True, eps=L2NET_PORT_BN_EPS),
-                nn.ReLU(),
-            ]
+        layers = _conv_stack(L2NET_CONVS, bias=True, activation=_relu,
+                             norm=lambda c: nn.BatchNorm2d(c, affine=True, eps=L2NET_PORT_BN_EPS))
         layers += [
             nn.Conv2d(128, dim, kernel_size=8, bias=True),
             nn.BatchNorm2d(dim, affine=True, eps=L2NET_PORT_BN_EPS),
