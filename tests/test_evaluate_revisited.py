@@ -1,4 +1,4 @@
-"""UBC "revisited" mAP (brown_phototour_revisited 0.3.0 protocol, docs/protocols.md §3.4) against
+"""UBC "revisited" mAP (brown_phototour_revisited 0.3.0 protocol, docs/protocols.md §5) against
 hand-computed cases, and ``evaluate ubc --metric`` on generated data in the original UBC layout."""
 
 import json

@@ -240,8 +240,8 @@ def register(subparsers) -> None:
                      help="comma list of fpr95 and revisited-map (the brown_phototour_revisited mAP; it "
                           "needs the set's raw interest.txt); default both, the second where the set has it")
     ubc.add_argument("--out", type=Path, default=None,
-                     help="output folder for pairs.csv, revisited.csv and summary.json (default results/adhoc/ubc/...); "
-                          "written as a whole, replacing an earlier result set there")
+                     help="output folder for pairs.csv, revisited.csv and summary.json (default "
+                          "results/adhoc/ubc/...); written as a whole, replacing an earlier result set there")
     _add_overlap_flag(ubc)
     ubc.set_defaults(func=_evaluate_ubc)
 

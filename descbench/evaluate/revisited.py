@@ -1,4 +1,4 @@
-"""UBC PhotoTour "revisited": mean over images of the AP of SNN-ratio-ranked matches (docs/protocols.md §3.4).
+"""UBC PhotoTour "revisited": mean over images of the AP of SNN-ratio-ranked matches (docs/protocols.md §5).
 
 The protocol is the one of ``evaluate_mAP_snn_based`` in brown_phototour_revisited 0.3.0 (numpy backend,
 Euclidean distance), re-implemented here, quirks included, so that its numbers can be compared with the

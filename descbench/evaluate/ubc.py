@@ -1,5 +1,5 @@
 """UBC PhotoTour evaluation: FPR95 over the 100K test pairs of a prepared set (docs/protocols.md §3.3) and
-the "revisited" mAP over all its patches (§3.4, ``descbench.evaluate.revisited``).
+the "revisited" mAP over all its patches (§5, ``descbench.evaluate.revisited``).
 
 FPR95 alone describes only the patches the pairs use. Distances are L2 between the descriptors, computed from
 the float32 differences in float64.
