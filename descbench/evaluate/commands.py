@@ -8,7 +8,7 @@ from pathlib import Path
 from descbench.errors import DescbenchError
 
 DEFAULT_DATA = Path("data")
-UBC_RESULT_FILES = ("pairs.csv", "summary.json")
+UBC_RESULT_FILES = ("pairs.csv", "revisited.csv", "summary.json")
 
 
 def _add_source(parser: argparse.ArgumentParser, allow_files: bool) -> None:
@@ -95,7 +95,7 @@ def _prepare_out(out: Path, result_files: tuple[str, ...], kind: str) -> Path:
 def _evaluate_ubc(args: argparse.Namespace) -> int:
     from descbench.data.ubc import load_ubc
     from descbench.evaluate.hpatches import write_result_set
-    from descbench.evaluate.ubc import evaluate_ubc
+    from descbench.evaluate.ubc import evaluate_ubc, select_metrics
 
     out = _prepare_out(args.out or _default_out("ubc", args, args.test_set), UBC_RESULT_FILES, "UBC")
     release = _released(args)
@@ -104,25 +104,34 @@ def _evaluate_ubc(args: argparse.Namespace) -> int:
 
         overlap = weights.check_evaluation(release, ubc_test_set=args.test_set, allow=args.allow_train_overlap)
     ubc_set = load_ubc(args.data, args.test_set)
+    metrics, image_ids, skipped = select_metrics(args.metric, args.data, args.test_set, len(ubc_set.patches))
     if getattr(args, "descriptors", None) is not None:
         from descbench.evaluate.ubc import (
             evaluate_ubc_descriptors,
             load_ubc_descriptors,
         )
 
-        table, summary = evaluate_ubc_descriptors(
+        tables, summary = evaluate_ubc_descriptors(
             load_ubc_descriptors(args.descriptors, len(ubc_set.patches), args.test_set), ubc_set,
-            args.test_set, args.convention, Path(args.descriptors).stem)
+            args.test_set, args.convention, Path(args.descriptors).stem, metrics, image_ids, skipped)
         summary["descriptor"] = _source_name(args)
     else:
         extractor = _extractor(args)
-        table, summary = evaluate_ubc(extractor, ubc_set, args.test_set, args.convention)
+        tables, summary = evaluate_ubc(extractor, ubc_set, args.test_set, args.convention, metrics, image_ids,
+                                       skipped)
         summary["descriptor"] = _source_name(args, extractor)
     if release is not None:
         _note_release(summary, release, overlap)
-    write_result_set(out, {"pairs": table}, summary, UBC_RESULT_FILES, "UBC")
-    print(f"UBC {args.test_set}: FPR95 = {100 * summary['fpr95']:.2f} % "
-          f"({summary['descriptor']}, {args.convention} convention, {summary['n_pairs']} pairs) -> {out}")
+    write_result_set(out, tables, summary, UBC_RESULT_FILES, "UBC")
+    if "fpr95" in metrics:
+        print(f"UBC {args.test_set}: FPR95 = {100 * summary['fpr95']:.2f} % "
+              f"({summary['descriptor']}, {args.convention} convention, {summary['n_pairs']} pairs) -> {out}")
+    if "revisited-map" in metrics:
+        print(f"UBC {args.test_set}: revisited mAP = {100 * summary['revisited_map']:.2f} % "
+              f"({summary['descriptor']}, {summary['revisited']['protocol']}, {summary['revisited']['n_images']} "
+              f"images, {summary['revisited']['n_pairs']} anchor-positive pairs) -> {out}")
+    elif skipped:
+        print(f"UBC {args.test_set}: revisited mAP not computed: {skipped}")
     return 0
 
 
@@ -227,9 +236,12 @@ def register(subparsers) -> None:
     ubc.add_argument("--test-set", default="notredame", help="prepared UBC set (default notredame)")
     ubc.add_argument("--convention", default="hardnet", choices=("hardnet", "hynet"),
                      help="FPR95 threshold convention (default hardnet)")
+    ubc.add_argument("--metric", default=None, metavar="LIST",
+                     help="comma list of fpr95 and revisited-map (the brown_phototour_revisited mAP; it "
+                          "needs the set's raw interest.txt); default both, the second where the set has it")
     ubc.add_argument("--out", type=Path, default=None,
-                     help="output folder for pairs.csv and summary.json (default results/adhoc/ubc/...); "
-                          "written as a whole, replacing an earlier result set there")
+                     help="output folder for pairs.csv, revisited.csv and summary.json (default "
+                          "results/adhoc/ubc/...); written as a whole, replacing an earlier result set there")
     _add_overlap_flag(ubc)
     ubc.set_defaults(func=_evaluate_ubc)
 
