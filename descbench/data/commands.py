@@ -332,3 +332,32 @@ def _make_mini(args: argparse.Namespace) -> int:
     print(f"made in {seconds:.1f} s (seed {args.seed}); next: descbench prepare ubc --data {args.data} && "
           f"descbench prepare hpatches --data {args.data}")
     return 0
+
+
+# ----------------------------------------------------------------------------- prepared sets, for the others
+
+def prepared_ubc_sets(data: Path) -> list[str]:
+    """The UBC sets prepared under DATA/ubc/: folders with the arrays `descbench prepare ubc` writes."""
+    from descbench.data.ubc import prepared_set_dir
+
+    folder = Path(data) / "ubc"
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return [n for n in names if all((prepared_set_dir(data, n) / f"{array}.npy").is_file()
+                                    for array in ("patches", "labels", "pairs_100k"))]
+
+
+def require_prepared_ubc(data: Path, name: str | None, option: str) -> None:
+    """``name`` is a prepared UBC set of ``data`` (with None: some set is); else an error that lists the
+    prepared sets and says how to prepare one."""
+    from descbench.errors import DescbenchError
+
+    prepared = prepared_ubc_sets(data)
+    if name in prepared or (name is None and prepared):
+        return
+    if not prepared:
+        raise DescbenchError(f"no UBC set is prepared in {Path(data) / 'ubc'}: run `descbench prepare ubc --data "
+                             f"{data}` after `descbench download ubc --data {data}` (or `descbench make-mini "
+                             f"--data {data}` for the offline mini sets)")
+    raise DescbenchError(f"{option} {name}: no prepared UBC set of that name in {Path(data) / 'ubc'}; prepared: "
+                         f"{', '.join(prepared)}. Use one of them, or run `descbench prepare ubc {name} --data "
+                         f"{data}` first")
