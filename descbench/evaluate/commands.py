@@ -172,11 +172,10 @@ def _prepare_out(out: Path, result_files: tuple[str, ...], kind: str, source: di
 # ------------------------------------------------------------------------------------------ evaluate ubc
 
 def _ubc_test_sets(args: argparse.Namespace, source: dict) -> list[str]:
-    """--test-set, or every prepared set the descriptor was not trained on; each one prepared."""
+    """--test-set, or every prepared set the descriptor was not trained on."""
     from descbench.data.commands import prepared_ubc_sets, require_prepared_ubc
 
     if args.test_set is not None:
-        require_prepared_ubc(args.data, args.test_set, "--test-set")
         return [args.test_set]
     prepared = prepared_ubc_sets(args.data)
     if source["kind"] == "descriptor files":
@@ -201,6 +200,7 @@ def _ubc_test_sets(args: argparse.Namespace, source: dict) -> list[str]:
 
 
 def _evaluate_ubc(args: argparse.Namespace) -> int:
+    from descbench.data.commands import require_prepared_ubc
     from descbench.data.ubc import load_ubc
     from descbench.evaluate.hpatches import write_result_set
     from descbench.evaluate.ubc import evaluate_ubc
@@ -221,6 +221,8 @@ def _evaluate_ubc(args: argparse.Namespace) -> int:
         for test_set in test_sets:
             overlap[test_set] = weights.check_evaluation(release, ubc_test_set=test_set,
                                                          allow=args.allow_train_overlap)
+    if args.test_set is not None:  # after the overlap check: a refused release reads no data
+        require_prepared_ubc(args.data, args.test_set, "--test-set")
     if source["kind"] == "model" and source["train_set"] in test_sets:
         log.warning("%s was trained on %s: its FPR95 there measures how well it fits its training data, not "
                     "how it generalises (the paper tests on the other sets)", args.model, source["train_set"])
