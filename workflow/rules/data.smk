@@ -2,8 +2,8 @@
 # Raw inputs keep their original formats under DATA/raw; `descbench prepare` writes DATA/ubc, DATA/hpatches.
 # Every value interpolated into a shell command is quoted ({x:q}): paths may hold spaces and non-ASCII
 # letters, and nothing from the config can reach the shell as syntax (the schema also refuses metacharacters).
-# Every rule runs `descbench --log LOG ...`: the command's output goes to the log file, and its error, if it
-# fails, also to the console (a failed job then says why, not only "check log file(s)").
+# The data, train and evaluate rules run `descbench --log LOG ...`: the command's output goes to the log
+# file, and its error, if it fails, also to the console (a failed job says why, not only "check log file(s)").
 
 RAW_HPATCHES = f"{DATA}/raw/hpatches-release"
 RAW_TASKS = f"{DATA}/raw/hpatches-tasks"
@@ -19,7 +19,7 @@ HPATCHES_PREPARED = f"{DATA}/hpatches/meta.json"
 
 
 # data.from_dir: archives and task files the user already has (descbench download --from-dir), instead of
-# the network
+# the network; a relative path is relative to the working directory
 DATA_FROM_FLAG = ["--from-dir", config["data"]["from_dir"]] if config["data"].get("from_dir") else []
 
 
