@@ -138,6 +138,9 @@ for reserved in (layout.HANDCRAFTED, layout.RELEASED):
         raise WorkflowError(f"a UBC set may not be called {reserved!r}: rename it")
 WEIGHTS = config["data"].get("weights") or str(weights.weights_dir_for(DATA))
 WEIGHTS_FROM = config["data"].get("weights_from")
+if config["data"].get("from_dir") and config["data"]["source"] != "download":
+    raise WorkflowError("data.from_dir is used by data source download only (the mini source generates its data); "
+                        "remove it or set data.source: download")
 if RELEASED and config["data"]["source"] == "mini" and not WEIGHTS_FROM:
     raise WorkflowError("`released` with data source mini needs data.weights_from (a folder holding the weight "
                         "files): the offline preset downloads nothing")

@@ -188,4 +188,4 @@ def test_cli_make_mini_prints_what_it_made(made_by_cli):
     counts = [stack.shape[1] for stack in generated.hpatches.values()]
     assert (f"hpatches: 8 sequences, N {min(counts)}..{max(counts)} ({sum(counts)} patches per image type) "
             f"-> {root / 'raw' / 'hpatches-release'}/") in out
-    assert f"descbench prepare ubc --root {root}" in out
+    assert f"descbench prepare ubc --data {root}" in out

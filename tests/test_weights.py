@@ -463,7 +463,7 @@ def test_cli_download_weights_from_dir(test_catalogue, capsys):
     assert cli.main(["download", "weights", "--from-dir", str(root / "DIR"), "--root", str(root / "d2")]) == 2
     assert "matches no published pin" in capsys.readouterr().err
     assert cli.main(["download", "weights", "--from-dir", str(root / "DIR")]) == 2
-    assert "--root DATA" in capsys.readouterr().err
+    assert "--data DATA" in capsys.readouterr().err
 
 
 def test_cli_list_and_pins(capsys, tmp_path):

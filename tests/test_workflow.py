@@ -99,7 +99,7 @@ def test_mini_dry_run_generates_data_instead_of_downloading(tmp_path):
     for rule, n in expected_counts(MINI).items():
         assert counts.get(rule) == n, (rule, counts)
     assert counts["make_mini"] == 1 and not any(r.startswith("download") for r, _ in jobs)
-    assert "--scale mini" in result.stdout and "descbench make-mini --out data/mini" in result.stdout
+    assert "--scale mini" in result.stdout and "make-mini --data data/mini" in result.stdout
 
 
 def _with(tmp_path: Path, change) -> Path:

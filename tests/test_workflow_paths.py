@@ -177,28 +177,34 @@ def check_command(rule: str, command: str, cfg: dict) -> None:
     unquoted = re.sub(r"'[^']*'", "", command)
     assert not any(part in unquoted for part in ("ü", "my data", "mini run")), (rule, command)
     words = shlex.split(command)
-    # outside the command itself: `> LOG 2>&1` and, for train, `$([ -f OUT/checkpoint.pt ] ...) ... rm -f`
-    end = next(i for i, w in enumerate(words) if w == ">" or w.startswith("$("))
+    if words[1] != "--log":  # a rule that redirects the output: `> LOG 2>&1`
+        assert rule == "report", (rule, words)  # every other rule uses --log
+        end = words.index(">")
+        log = words[end + 1]
+    else:  # `descbench --log LOG COMMAND ...`: the output in LOG, an error also on the console
+        log = words[2]
+        words = words[:1] + words[3:]
+        # outside the command itself, for train: `$([ -f OUT/checkpoint.pt ] ...) ... rm -f`
+        end = next((i for i, w in enumerate(words) if w.startswith("$(")), len(words))
     argv, rest = words[:end], words[end:]
     assert argv[0] == "descbench", (rule, argv)
-    log = rest[rest.index(">") + 1]
     assert log.startswith(f"{results}/logs/") and log.endswith(".log"), (rule, log)
     opts = options(argv)
-    for opt in ("--data", "--root"):
-        if opt in opts:
-            assert opts[opt] == data, (rule, argv)
+    assert "--root" not in opts, (rule, argv)  # the old spelling of --data
+    if "--data" in opts:
+        assert opts["--data"] == data, (rule, argv)
     for opt in ("--model", "--init-from"):
         if opt in opts:
             assert opts[opt].startswith(f"{results}/models/") and opts[opt].endswith("/model.pt"), argv
     if rule == "make_mini":
         seed = str(cfg["data"].get("mini_seed", 0))
-        assert argv == ["descbench", "make-mini", "--out", data, "--seed", seed], argv
+        assert argv == ["descbench", "make-mini", "--data", data, "--seed", seed], argv
     elif rule in ("prepare_ubc", "download_ubc"):
-        assert argv[:3] == ["descbench", rule.split("_")[0], "ubc"] and argv[4:] == ["--root", data], argv
+        assert argv[:3] == ["descbench", rule.split("_")[0], "ubc"] and argv[4:] == ["--data", data], argv
         assert argv[3] in cfg["ubc"]["sets"], argv
     elif rule.startswith(("prepare_", "download_")):
         what = rule.split("_", 1)[1].replace("_", "-")
-        assert argv == ["descbench", rule.split("_")[0], what, "--root", data], argv
+        assert argv == ["descbench", rule.split("_")[0], what, "--data", data], argv
     elif rule == "report":
         assert opts["--results"] == results and opts["--out"] == results, argv
         reported = json.loads(opts["--config-json"])

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from descbench.fileio import check_writable
+from descbench.options import add_data_option
 
 
 def register(subparsers) -> None:
@@ -32,16 +33,16 @@ def _register_download(subparsers) -> None:
     ubc.add_argument("sets", nargs="*", metavar="SET",
                      help="liberty, notredame, yosemite (default: all three)")
     _add_common_arguments(ubc, pin_help="NAME is a set name, e.g. liberty=<64 hex digits>")
-    ubc.set_defaults(func=_download_ubc)
+    ubc.set_defaults(func=_with_offline_hint(_download_ubc))
 
     hpatches = datasets.add_parser("hpatches", help="HPatches patch release -> DATA/raw/hpatches-release/<seq>/")
     _add_common_arguments(hpatches, pin_help="NAME is hpatches-release")
-    hpatches.set_defaults(func=_download_hpatches)
+    hpatches.set_defaults(func=_with_offline_hint(_download_hpatches))
 
     tasks = datasets.add_parser("hpatches-tasks",
                                 help="official HPatches task files -> DATA/raw/hpatches-tasks/ (splits.json + csvs)")
     _add_common_arguments(tasks, pin_help=None)
-    tasks.set_defaults(func=_download_hpatches_tasks)
+    tasks.set_defaults(func=_with_offline_hint(_download_hpatches_tasks))
 
     weights = datasets.add_parser(
         "weights", help="released descriptor weights -> DATA/weights/<name>/ (all when no NAME is given)",
@@ -53,8 +54,8 @@ def _register_download(subparsers) -> None:
     weights.add_argument("names", nargs="*", metavar="NAME",
                          help="release names or shell patterns, e.g. hardnet-plus@liberty 'sosnet@*' "
                               "(default: all)")
-    weights.add_argument("--root", type=Path, metavar="DATA",
-                         help="data root; the weights go to DATA/weights/ unless --weights-dir is given")
+    add_data_option(weights, "data folder; the weights go to DATA/weights/ unless --weights-dir is given",
+                    required=False, old_names=("--root",))
     weights.add_argument("--weights-dir", type=Path, metavar="DIR",
                          help="where the releases go (default DATA/weights; the evaluation reads them there)")
     weights.add_argument("--from-dir", type=Path, metavar="DIR",
@@ -69,7 +70,8 @@ def _register_download(subparsers) -> None:
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser, pin_help: str | None) -> None:
-    parser.add_argument("--root", required=True, type=Path, metavar="DATA", help="data root (e.g. data/)")
+    add_data_option(parser, "data folder (e.g. data): archives go to DATA/raw/archives/, unpacked files to "
+                            "DATA/raw/", old_names=("--root",))
     parser.add_argument("--from-dir", type=Path, metavar="DIR",
                         help="use files you already have (searched by name in DIR and its subfolders) "
                              "instead of the network; they are verified the same way")
@@ -77,6 +79,24 @@ def _add_common_arguments(parser: argparse.ArgumentParser, pin_help: str | None)
         parser.add_argument("--expect-sha256", action="append", default=[], metavar="NAME=HEX",
                             help="pin an archive's SHA-256 (takes precedence over the catalogue's checksum); "
                                  + pin_help)
+
+
+OFFLINE_HINT = ("For an offline run use the mini preset: snakemake --cores all --configfile config/mini.yaml "
+                "(or `descbench make-mini --data DATA`). In the workflow, data.from_dir in the config passes "
+                "--from-dir for files you already have.")
+
+
+def _with_offline_hint(command):
+    """``command``, whose failure to reach every mirror also says how to run without the network."""
+    def run(args: argparse.Namespace) -> int:
+        from descbench.data.download import MirrorsFailedError
+        from descbench.errors import DescbenchError
+
+        try:
+            return command(args)
+        except MirrorsFailedError as exc:
+            raise DescbenchError(f"{exc}\n{OFFLINE_HINT}") from exc
+    return run
 
 
 def _parse_pins(pins: list[str], names: dict[str, str]) -> dict[str, str]:
@@ -111,7 +131,7 @@ def _download_ubc(args: argparse.Namespace) -> int:
     from descbench.data import download, sources
     from descbench.errors import DescbenchError
 
-    check_writable(Path(args.root) / "raw", option="--root")
+    check_writable(Path(args.data) / "raw", option="--data")
     catalogue = sources.CATALOGUE.ubc
     unknown = [s for s in args.sets if s not in catalogue]
     if unknown:
@@ -120,7 +140,7 @@ def _download_ubc(args: argparse.Namespace) -> int:
     names.update({f: name for name, s in catalogue.items() for f in s.archive.filenames})
     pins = _parse_pins(args.expect_sha256, names)
     for name in dict.fromkeys(args.sets or catalogue):
-        _print_result(download.download_ubc_set(catalogue[name], args.root, expect_sha256=pins.get(name),
+        _print_result(download.download_ubc_set(catalogue[name], args.data, expect_sha256=pins.get(name),
                                                 from_dir=args.from_dir))
     return 0
 
@@ -128,10 +148,10 @@ def _download_ubc(args: argparse.Namespace) -> int:
 def _download_hpatches(args: argparse.Namespace) -> int:
     from descbench.data import download, sources
 
-    check_writable(Path(args.root) / "raw", option="--root")
+    check_writable(Path(args.data) / "raw", option="--data")
     archive = sources.CATALOGUE.hpatches.archive
     pins = _parse_pins(args.expect_sha256, {archive.name: archive.name, **{f: archive.name for f in archive.filenames}})
-    _print_result(download.download_hpatches(sources.CATALOGUE.hpatches, args.root,
+    _print_result(download.download_hpatches(sources.CATALOGUE.hpatches, args.data,
                                              expect_sha256=pins.get(archive.name), from_dir=args.from_dir))
     return 0
 
@@ -139,8 +159,8 @@ def _download_hpatches(args: argparse.Namespace) -> int:
 def _download_hpatches_tasks(args: argparse.Namespace) -> int:
     from descbench.data import download, sources
 
-    check_writable(Path(args.root) / "raw", option="--root")
-    _print_result(download.download_hpatches_tasks(sources.CATALOGUE.hpatches_tasks, args.root,
+    check_writable(Path(args.data) / "raw", option="--data")
+    _print_result(download.download_hpatches_tasks(sources.CATALOGUE.hpatches_tasks, args.data,
                                                    from_dir=args.from_dir))
     return 0
 
@@ -151,9 +171,9 @@ def _weights_dir(args: argparse.Namespace) -> Path:
 
     if args.weights_dir is not None:
         return args.weights_dir
-    if args.root is None:
-        raise DescbenchError("give --root DATA (weights go to DATA/weights/) or --weights-dir DIR")
-    return weights.weights_dir_for(args.root)
+    if args.data is None:
+        raise DescbenchError("give --data DATA (weights go to DATA/weights/) or --weights-dir DIR")
+    return weights.weights_dir_for(args.data)
 
 
 def _weight_pins(pins: list[str], releases) -> dict[str, dict[str, str]]:
@@ -242,10 +262,11 @@ def _register_prepare(subparsers) -> None:
     ubc = datasets.add_parser("ubc", help="DATA/raw/ubc/<set>/ -> DATA/ubc/<set>/{patches,labels,pairs_100k}.npy")
     ubc.add_argument("sets", nargs="*", metavar="SET",
                      help="set names (default: every folder in DATA/raw/ubc/ that has an info.txt)")
-    ubc.add_argument("--root", required=True, type=Path, metavar="DATA", help="data root (e.g. data/)")
+    add_data_option(ubc, "data folder (e.g. data): reads DATA/raw/ubc/, writes DATA/ubc/", old_names=("--root",))
     ubc.set_defaults(func=_prepare_ubc)
     hpatches = datasets.add_parser("hpatches", help="DATA/raw/hpatches-release/ + hpatches-tasks/ -> DATA/hpatches/")
-    hpatches.add_argument("--root", required=True, type=Path, metavar="DATA", help="data root (e.g. data/)")
+    add_data_option(hpatches, "data folder (e.g. data): reads DATA/raw/hpatches-release/ and "
+                              "DATA/raw/hpatches-tasks/, writes DATA/hpatches/", old_names=("--root",))
     hpatches.set_defaults(func=_prepare_hpatches)
 
 
@@ -253,25 +274,25 @@ def _prepare_ubc(args: argparse.Namespace) -> int:
     from descbench.data import ubc
     from descbench.errors import DescbenchError
 
-    sets = args.sets or ubc.raw_sets(args.root)
+    sets = args.sets or ubc.raw_sets(args.data)
     if not sets:
-        raise DescbenchError(f"no UBC sets in {args.root / 'raw' / 'ubc'} (folders with an info.txt); run "
-                             f"`descbench download ubc --root {args.root}` or `descbench make-mini --out {args.root}`")
+        raise DescbenchError(f"no UBC sets in {args.data / 'raw' / 'ubc'} (folders with an info.txt); run "
+                             f"`descbench download ubc --data {args.data}` or `descbench make-mini --data {args.data}`")
     for name in sets:
-        meta = ubc.prepare_ubc(args.root, name)
+        meta = ubc.prepare_ubc(args.data, name)
         print(f"{name}: {meta['n_patches']} patches, {meta['n_points']} 3D points, {meta['n_pairs']} pairs "
-              f"({meta['n_matches']} matching) from {meta['pairs_file']} -> {ubc.prepared_set_dir(args.root, name)}/")
+              f"({meta['n_matches']} matching) from {meta['pairs_file']} -> {ubc.prepared_set_dir(args.data, name)}/")
     return 0
 
 
 def _prepare_hpatches(args: argparse.Namespace) -> int:
     from descbench.data import hpatches
 
-    meta = hpatches.prepare_hpatches(args.root)
+    meta = hpatches.prepare_hpatches(args.data)
     counts = meta["sequences"].values()
     print(f"hpatches: {meta['n_sequences']} sequences ({meta['n_illumination']} i_, {meta['n_viewpoint']} v_), "
           f"{meta['n_patches']} patches per image type (N {min(counts)}..{max(counts)}), "
-          f"{len(meta['task_files'])} task files -> {hpatches.prepared_dir(args.root)}/")
+          f"{len(meta['task_files'])} task files -> {hpatches.prepared_dir(args.data)}/")
     return 0
 
 
@@ -282,10 +303,12 @@ def _register_make_mini(subparsers) -> None:
         "make-mini", help="generate the offline mini datasets (UBC- and HPatches-like) in the original formats",
         description="Make small UBC-like sets (mini_liberty, mini_notredame, mini_yosemite) and HPatches-like "
                     "sequences with task files from photographs shipped by scikit-image, written under DATA/raw/ "
-                    "in the original on-disk formats; then run `descbench prepare ubc|hpatches --root DATA`. "
+                    "in the original on-disk formats; then run `descbench prepare ubc|hpatches --data DATA`. "
                     "The same seed gives byte-identical files.")
-    parser.add_argument("--out", required=True, type=Path, metavar="DATA", help="data root to write (e.g. data/mini)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_data_option(parser, "data folder to write (e.g. data/mini): the files go under DATA/raw/",
+                    old_names=("--out",))
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the generated patches and pairs (default 0)")
     parser.set_defaults(func=_make_mini)
 
 
@@ -294,11 +317,11 @@ def _make_mini(args: argparse.Namespace) -> int:
 
     from descbench.data import mini
 
-    check_writable(args.out, option="--out")
+    check_writable(args.data, option="--data")
     start = time.perf_counter()
-    made = mini.make_mini(args.out, seed=args.seed)
+    made = mini.make_mini(args.data, seed=args.seed)
     seconds = time.perf_counter() - start
-    raw = args.out / "raw"
+    raw = args.data / "raw"
     for name, info in made.record["ubc"].items():
         print(f"{name}: {info['patches']} patches, {info['points']} 3D points, pairs {info['pairs_file']} "
               f"-> {raw / 'ubc' / name}/")
@@ -306,6 +329,35 @@ def _make_mini(args: argparse.Namespace) -> int:
     print(f"hpatches: {len(counts)} sequences, N {min(counts)}..{max(counts)} ({sum(counts)} patches per image "
           f"type) -> {raw / 'hpatches-release'}/; "
           f"splits {', '.join(made.splits)} and task files -> {raw / 'hpatches-tasks'}/")
-    print(f"made in {seconds:.1f} s (seed {args.seed}); next: descbench prepare ubc --root {args.out} && "
-          f"descbench prepare hpatches --root {args.out}")
+    print(f"made in {seconds:.1f} s (seed {args.seed}); next: descbench prepare ubc --data {args.data} && "
+          f"descbench prepare hpatches --data {args.data}")
     return 0
+
+
+# ----------------------------------------------------------------------------- prepared sets, for the others
+
+def prepared_ubc_sets(data: Path) -> list[str]:
+    """The UBC sets prepared under DATA/ubc/: folders with the arrays `descbench prepare ubc` writes."""
+    from descbench.data.ubc import prepared_set_dir
+
+    folder = Path(data) / "ubc"
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return [n for n in names if all((prepared_set_dir(data, n) / f"{array}.npy").is_file()
+                                    for array in ("patches", "labels", "pairs_100k"))]
+
+
+def require_prepared_ubc(data: Path, name: str | None, option: str) -> None:
+    """``name`` is a prepared UBC set of ``data`` (with None: some set is); else an error that lists the
+    prepared sets and says how to prepare one."""
+    from descbench.errors import DescbenchError
+
+    prepared = prepared_ubc_sets(data)
+    if name in prepared or (name is None and prepared):
+        return
+    if not prepared:
+        raise DescbenchError(f"no UBC set is prepared in {Path(data) / 'ubc'}: run `descbench prepare ubc --data "
+                             f"{data}` after `descbench download ubc --data {data}` (or `descbench make-mini "
+                             f"--data {data}` for the offline mini sets)")
+    raise DescbenchError(f"{option} {name}: no prepared UBC set of that name in {Path(data) / 'ubc'}; prepared: "
+                         f"{', '.join(prepared)}. Use one of them, or run `descbench prepare ubc {name} --data "
+                         f"{data}` first")

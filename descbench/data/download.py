@@ -142,6 +142,18 @@ class DiskFullError(DescbenchError):
     """No space left while unpacking or downloading; nothing is wrong with the archive."""
 
 
+class MirrorsFailedError(DescbenchError):
+    """No mirror delivered a verified copy (offline, every host down): the message lists each mirror's reason."""
+
+
+class NotInFromDirError(DescbenchError):
+    """``--from-dir`` holds no file of the wanted name."""
+
+    def __init__(self, message: str, filename: str) -> None:
+        self.filename = filename
+        super().__init__(message)
+
+
 def _human(n: float) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= size:
@@ -334,7 +346,7 @@ def fetch(remote: RemoteFile, dest_dir: Path, *, http: HttpOptions = HttpOptions
     finally:
         if own_session:
             session.close()
-    raise DescbenchError(f"could not get a verified copy of {remote.name} from any mirror:\n  "
+    raise MirrorsFailedError(f"could not get a verified copy of {remote.name} from any mirror:\n  "
                          + "\n  ".join(failures)
                          + "\nCheck the network, or download the file yourself and pass its folder with --from-dir.")
 
@@ -395,8 +407,8 @@ def _take_from_dir(remote: RemoteFile, dest_dir: Path, from_dir: Path, known: tu
         candidates += [from_dir / filename] if (from_dir / filename).is_file() else []
         candidates += [p for p in sorted(from_dir.rglob(filename)) if p.is_file() and p not in candidates]
     if not candidates:
-        raise DescbenchError(f"--from-dir {from_dir}: no file named {' or '.join(remote.filenames)} in it or "
-                             f"its subfolders; it is published at {remote.mirrors[0].url}")
+        raise NotInFromDirError(f"--from-dir {from_dir}: no file named {' or '.join(remote.filenames)} in it or "
+                                f"its subfolders; it is published at {remote.mirrors[0].url}", remote.filenames[0])
     inside = from_dir.resolve()
     failures = []
 
@@ -1049,13 +1061,45 @@ def download_hpatches(source: HPatchesSource, root: Path, *, http: HttpOptions =
 
 def download_hpatches_tasks(source: TaskFilesSource, root: Path, *, http: HttpOptions = HttpOptions(),
                             from_dir: Path | None = None, session: requests.Session | None = None) -> DatasetResult:
-    """``DATA/raw/hpatches-tasks/``: splits.json and the task csvs side by side, each matching its git blob id."""
+    """``DATA/raw/hpatches-tasks/``: splits.json and the task csvs side by side, each matching its git blob id.
+    One error names every file that is missing: from ``from_dir`` each file is looked for; from the network the
+    first file's failure (every mirror's reason) stands for the rest, which are not tried."""
     folder = Path(root) / "raw" / "hpatches-tasks"
-    files = tuple(fetch(remote, folder, http=http, from_dir=from_dir, copy_from_dir=True, record_meta=False,
-                        session=session) for remote in source.files)
+    fetched, absent, failed, untried = [], [], [], []
+    for remote in source.files:
+        if failed and from_dir is None:
+            untried.append(remote.name)
+            continue
+        try:
+            fetched.append(fetch(remote, folder, http=http, from_dir=from_dir, copy_from_dir=True,
+                                 record_meta=False, session=session))
+        except NotInFromDirError as exc:
+            absent.append(exc.filename)
+        except DiskFullError:
+            raise
+        except DescbenchError as exc:  # every mirror failed, or the user's copy did not verify
+            failed.append(str(exc))
+    if absent or failed:
+        raise _missing_task_files(source, from_dir, absent, failed, untried)
+    files = tuple(fetched)
     n_pinned = sum(f.pinned for f in files)
     return DatasetResult("hpatches-tasks", folder, f"{len(files)} task files, {n_pinned} matching a published "
                          "checksum", files, reused=all(f.reused for f in files))
+
+
+def _missing_task_files(source: TaskFilesSource, from_dir: Path | None, absent: list[str], failed: list[str],
+                        untried: list[str]) -> DescbenchError:
+    """One error naming every task file that is missing, and why."""
+    n_missing = len(absent) + len(failed) + len(untried)
+    lines = [f"hpatches-tasks: {n_missing} of {len(source.files)} task files missing"]
+    if absent:
+        url = source.files[0].mirrors[0].url.rsplit("/tasks/", 1)[0] + "/tasks/"
+        lines.append(f"not in --from-dir {from_dir} or its subfolders ({len(absent)}): {', '.join(absent)}; "
+                     f"they are published under {url}")
+    lines += failed
+    if untried:
+        lines.append(f"not tried after that failure ({len(untried)}): {', '.join(untried)}")
+    return MirrorsFailedError("\n".join(lines)) if from_dir is None else DescbenchError("\n".join(lines))
 
 
 def _archive_dataset(name: str, remote: RemoteFile, target: Path, validate: Callable[[Path], str], root: Path,

@@ -8,22 +8,32 @@ Runs under ``torchrun --nproc-per-node=N`` unchanged (the global batch is kept).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from descbench.options import add_data_option
 
 
 def register(subparsers) -> None:
     """Add ``train`` to the ``descbench`` parser."""
-    p = subparsers.add_parser("train", help="train a learned descriptor on a UBC training set")
+    p = subparsers.add_parser(
+        "train", help="train a learned descriptor on a UBC training set",
+        description="Train one registered learned descriptor on one prepared UBC set and write OUT/model.pt "
+                    "(weights and what made them: recipe, scale, seed, train set, versions), OUT/metrics.csv and "
+                    "OUT/diagnostics.npz; OUT/checkpoint.pt lets --resume continue an interrupted run.")
     p.add_argument("--method", required=True, help="registered learned descriptor (descbench list)")
     p.add_argument("--train-set", required=True, help="prepared UBC set, e.g. liberty or mini_liberty")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", required=True, help="data root holding ubc/<set>/ (descbench prepare)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of the initial weights, the batches and the augmentation (default 0)")
+    add_data_option(p, "data folder holding the prepared DATA/ubc/<set>/ (descbench prepare)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder of the model")
     p.add_argument("--scale", default="paper", choices=("paper", "mini"),
-                   help="paper recipe or its shrunken offline version")
+                   help="paper: the published schedule (default; needs a full-size set such as liberty); "
+                        "mini: its shrunken version for the offline mini sets")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--init-from", default=None,
                    help="model.pt of the method this one continues (required when it has init_from)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to train: auto (CUDA when present, the default), cpu or cuda")
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="torch intra-op CPU threads (default 1); float32 training results depend on "
                         "it, so it is recorded in model.pt and a resume must use the same count")
@@ -41,7 +51,6 @@ def _positive_int(text: str) -> int:
 
 def _git_commit() -> str | None:
     import subprocess
-    from pathlib import Path
 
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
@@ -53,14 +62,40 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _check_batches(desc, recipe, labels, args: argparse.Namespace) -> None:
+    """Refuse, before the first step, a recipe whose batches the training set cannot fill, saying what
+    would work (the mini scale, or a larger set)."""
+    import numpy as np
 
+    from descbench.errors import DescbenchError
+    from descbench.train.sampler import ClassIndex, split_validation
+
+    index = ClassIndex.from_labels(np.asarray(labels))
+
+    def problems(candidate):
+        split = split_validation(index, hold_out=candidate.hold_out)
+        return candidate.batch_problems(len(labels), len(split.train_classes),
+                                        len(split.training_classes(include_single=True)))
+
+    found = problems(recipe)
+    if not found:
+        return
+    more = f" (and {len(found) - 1} more such problem{'s' * (len(found) > 2)})" if len(found) > 1 else ""
+    if args.scale == "paper" and not problems(desc.recipe.scale("mini")):
+        fix = "use --scale mini for a set of this size, or train on a full-size set such as liberty"
+    else:
+        fix = "train on a larger set (liberty, notredame or yosemite with --scale paper or mini)"
+    raise DescbenchError(f"{args.method} at --scale {args.scale} cannot train on {args.train_set} "
+                         f"({len(labels)} patches, {len(index.classes)} 3D points): {found[0]}{more}; {fix}")
+
+
+def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     import descbench
     from descbench import registry
+    from descbench.data.commands import require_prepared_ubc
     from descbench.data.ubc import load_ubc
     from descbench.errors import DescbenchError
     from descbench.fileio import check_writable, sha256_file
@@ -97,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.init_from:
         raise DescbenchError(f"{args.method!r} trains from scratch; drop --init-from")
 
+    require_prepared_ubc(args.data, args.train_set, "--train-set")
     data = load_ubc(args.data, args.train_set)
+    _check_batches(desc, recipe, data.labels, args)
     recipe = recipe.for_train_set(len(data.patches))  # epochs that follow the set (HyNet's trainer)
     # --resume refuses a checkpoint of another run; these name the differences in the user's terms
     identity = {"method": args.method, "scale": args.scale, "train set": args.train_set,

@@ -204,6 +204,22 @@ class TrainRecipe:
             stages.append(s)
         return replace(self, stages=tuple(stages))
 
+    def batch_problems(self, n_patches: int, n_classes: int, n_classes_with_single: int) -> list[str]:
+        """Why a training set of ``n_patches`` patches cannot fill this recipe's batches: one line per stage
+        whose K classes exceed the set's training classes (``n_classes`` with >= 2 patches for the fixed
+        sampler, ``n_classes_with_single`` for the ragged one) or whose epoch needs more patches than the set
+        has. Checked before training, so an impossible recipe fails before its first step."""
+        problems = []
+        for s in self.stages:
+            available = n_classes_with_single if s.sampler == "ragged" else n_classes
+            if max(s.n_classes, s.last_batch_classes or 0) > available:
+                problems.append(f"stage {s.name!r} draws K={s.n_classes} classes per batch, but the training "
+                                f"set has {available} training classes")
+            if s.patches_per_step is not None and n_patches < s.patches_per_step:
+                problems.append(f"stage {s.name!r} makes #patches // {s.patches_per_step} steps per epoch, but "
+                                f"the training set has only {n_patches} patches")
+        return problems
+
     def scale(self, name: str) -> "TrainRecipe":
         """This recipe at scale ``name``: ``paper`` (itself) or ``mini`` (see module docstring)."""
         if name == "paper":

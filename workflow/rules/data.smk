@@ -2,6 +2,8 @@
 # Raw inputs keep their original formats under DATA/raw; `descbench prepare` writes DATA/ubc, DATA/hpatches.
 # Every value interpolated into a shell command is quoted ({x:q}): paths may hold spaces and non-ASCII
 # letters, and nothing from the config can reach the shell as syntax (the schema also refuses metacharacters).
+# The data, train and evaluate rules run `descbench --log LOG ...`: the command's output goes to the log
+# file, and its error, if it fails, also to the console (a failed job says why, not only "check log file(s)").
 
 RAW_HPATCHES = f"{DATA}/raw/hpatches-release"
 RAW_TASKS = f"{DATA}/raw/hpatches-tasks"
@@ -16,6 +18,11 @@ def ubc_prepared(ubc_set):
 HPATCHES_PREPARED = f"{DATA}/hpatches/meta.json"
 
 
+# data.from_dir: archives and task files the user already has (descbench download --from-dir), instead of
+# the network; a relative path is relative to the working directory
+DATA_FROM_FLAG = ["--from-dir", config["data"]["from_dir"]] if config["data"].get("from_dir") else []
+
+
 if config["data"]["source"] == "download":
 
     rule download_ubc:
@@ -25,11 +32,13 @@ if config["data"]["source"] == "download":
             f"{RESULTS}/logs/data/download_ubc_{{ubc_set}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/data/download_ubc_{{ubc_set}}.tsv"
+        params:
+            from_dir=DATA_FROM_FLAG,
         threads: 1
         resources:
             downloads=1,
         shell:
-            "descbench download ubc {wildcards.ubc_set:q} --root {DATA:q} > {log:q} 2>&1"
+            "descbench --log {log:q} download ubc {wildcards.ubc_set:q} --data {DATA:q} {params.from_dir:q}"
 
     rule download_hpatches:
         output:
@@ -38,11 +47,13 @@ if config["data"]["source"] == "download":
             f"{RESULTS}/logs/data/download_hpatches.log",
         benchmark:
             f"{RESULTS}/benchmarks/data/download_hpatches.tsv"
+        params:
+            from_dir=DATA_FROM_FLAG,
         threads: 1
         resources:
             downloads=1,
         shell:
-            "descbench download hpatches --root {DATA:q} > {log:q} 2>&1"
+            "descbench --log {log:q} download hpatches --data {DATA:q} {params.from_dir:q}"
 
     rule download_hpatches_tasks:
         output:
@@ -51,11 +62,13 @@ if config["data"]["source"] == "download":
             f"{RESULTS}/logs/data/download_hpatches_tasks.log",
         benchmark:
             f"{RESULTS}/benchmarks/data/download_hpatches_tasks.tsv"
+        params:
+            from_dir=DATA_FROM_FLAG,
         threads: 1
         resources:
             downloads=1,
         shell:
-            "descbench download hpatches-tasks --root {DATA:q} > {log:q} 2>&1"
+            "descbench --log {log:q} download hpatches-tasks --data {DATA:q} {params.from_dir:q}"
 
 else:
 
@@ -72,7 +85,7 @@ else:
             seed=config["data"].get("mini_seed", 0),
         threads: 1
         shell:
-            "descbench make-mini --out {DATA:q} --seed {params.seed:q} > {log:q} 2>&1"
+            "descbench --log {log:q} make-mini --data {DATA:q} --seed {params.seed:q}"
 
 
 rule prepare_ubc:
@@ -86,7 +99,7 @@ rule prepare_ubc:
         f"{RESULTS}/benchmarks/data/prepare_ubc_{{ubc_set}}.tsv"
     threads: 1
     shell:
-        "descbench prepare ubc {wildcards.ubc_set:q} --root {DATA:q} > {log:q} 2>&1"
+        "descbench --log {log:q} prepare ubc {wildcards.ubc_set:q} --data {DATA:q}"
 
 
 rule prepare_hpatches:
@@ -101,7 +114,7 @@ rule prepare_hpatches:
         f"{RESULTS}/benchmarks/data/prepare_hpatches.tsv"
     threads: 1
     shell:
-        "descbench prepare hpatches --root {DATA:q} > {log:q} 2>&1"
+        "descbench --log {log:q} prepare hpatches --data {DATA:q}"
 
 
 # Released weights (config `released`): one folder per release under WEIGHTS, verified against the pins of
@@ -122,5 +135,5 @@ rule download_weights:
     resources:
         downloads=1,
     shell:
-        "descbench download weights {wildcards.release:q} --weights-dir {WEIGHTS:q} {params.from_dir:q}"
-        " > {log:q} 2>&1"
+        "descbench --log {log:q} download weights {wildcards.release:q} --weights-dir {WEIGHTS:q}"
+        " {params.from_dir:q}"

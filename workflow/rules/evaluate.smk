@@ -24,8 +24,8 @@ rule evaluate_ubc_model:
         out=lambda wildcards: UBC_LEARNED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate ubc --model {input.model:q} --test-set {wildcards.test_set:q} --data {DATA:q}"
-        " --convention {UBC_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"
+        "descbench --log {log:q} evaluate ubc --model {input.model:q} --test-set {wildcards.test_set:q}"
+        " --data {DATA:q} --convention {UBC_CONVENTION:q} --out {params.out:q}"
 
 
 rule evaluate_ubc_handcrafted:
@@ -41,8 +41,8 @@ rule evaluate_ubc_handcrafted:
         out=lambda wildcards: UBC_HANDCRAFTED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate ubc --descriptor {wildcards.method:q} --test-set {wildcards.test_set:q}"
-        " --data {DATA:q} --convention {UBC_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"
+        "descbench --log {log:q} evaluate ubc --descriptor {wildcards.method:q}"
+        " --test-set {wildcards.test_set:q} --data {DATA:q} --convention {UBC_CONVENTION:q} --out {params.out:q}"
 
 
 rule evaluate_hpatches_model:
@@ -59,8 +59,8 @@ rule evaluate_hpatches_model:
         out=lambda wildcards: HP_LEARNED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate hpatches --model {input.model:q} --split {wildcards.split:q} --data {DATA:q}"
-        " --convention {HP_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"
+        "descbench --log {log:q} evaluate hpatches --model {input.model:q} --split {wildcards.split:q}"
+        " --data {DATA:q} --convention {HP_CONVENTION:q} --out {params.out:q}"
 
 
 rule evaluate_hpatches_handcrafted:
@@ -76,8 +76,8 @@ rule evaluate_hpatches_handcrafted:
         out=lambda wildcards: HP_HANDCRAFTED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate hpatches --descriptor {wildcards.method:q} --split {wildcards.split:q}"
-        " --data {DATA:q} --convention {HP_CONVENTION:q} --out {params.out:q} > {log:q} 2>&1"
+        "descbench --log {log:q} evaluate hpatches --descriptor {wildcards.method:q}"
+        " --split {wildcards.split:q} --data {DATA:q} --convention {HP_CONVENTION:q} --out {params.out:q}"
 
 
 # Released weights: each on the UBC sets it was not trained on and on HPatches (never on its training data;
@@ -100,9 +100,9 @@ rule evaluate_ubc_released:
         out=lambda wildcards: UBC_RELEASED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate ubc --descriptor {wildcards.release:q} --weights {WEIGHTS:q}"
+        "descbench --log {log:q} evaluate ubc --descriptor {wildcards.release:q} --weights {WEIGHTS:q}"
         " --test-set {wildcards.test_set:q} --data {DATA:q} --convention {UBC_CONVENTION:q}"
-        " --out {params.out:q} > {log:q} 2>&1"
+        " --out {params.out:q}"
 
 
 rule evaluate_hpatches_released:
@@ -119,6 +119,6 @@ rule evaluate_hpatches_released:
         out=lambda wildcards: HP_RELEASED.format(**wildcards),
     threads: config["threads"]["evaluate"]
     shell:
-        "descbench evaluate hpatches --descriptor {wildcards.release:q} --weights {WEIGHTS:q}"
+        "descbench --log {log:q} evaluate hpatches --descriptor {wildcards.release:q} --weights {WEIGHTS:q}"
         " --split {wildcards.split:q} --data {DATA:q} --convention {HP_CONVENTION:q}"
-        " --out {params.out:q} > {log:q} 2>&1"
+        " --out {params.out:q}"

@@ -40,11 +40,11 @@ rule train:
         gpu=config["train_gpus"],
     shell:
         # Every interpolated value is quoted ({x:q}), also inside $(...): paths may hold spaces.
-        "descbench train --method {wildcards.method:q} --train-set {wildcards.train_set:q}"
+        "descbench --log {log:q} train --method {wildcards.method:q} --train-set {wildcards.train_set:q}"
         " --seed {wildcards.seed:q} --data {DATA:q} --out {params.out:q} --scale {params.scale:q}"
         " --device {params.device:q} --threads {threads:q} --no-progress {params.init:q}"
         # A run killed mid-training left OUT/checkpoint.pt: continue from it. Decided when the job
         # starts (not in params, so it never changes what Snakemake recorded); the checkpoint of a
         # finished run is removed, so a job re-run for new inputs starts afresh.
         " $([ -f {params.out:q}/checkpoint.pt ] && echo --resume)"
-        " > {log:q} 2>&1 && rm -f {params.out:q}/checkpoint.pt"
+        " && rm -f {params.out:q}/checkpoint.pt"
