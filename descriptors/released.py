@@ -5,7 +5,7 @@
 They are learned descriptors without a training recipe: ``network()`` builds the release's network and
 loads its verified files from the weights folder (``$DESCBENCH_WEIGHTS_DIR``, else ``data/weights``;
 the evaluation passes ``DATA/weights`` of its ``--data``), with the authors' preprocessing inside. Get
-the files with ``descbench download weights NAME --root DATA``. The citation line says where the weights
+the files with ``descbench download weights NAME --data DATA``. The citation line says where the weights
 come from (repository, commit, licence as the repository states it) and what they were trained on;
 releases trained on HPatches carry ``hpatches_overlap`` so the evaluation can refuse overlapping test
 sequences.

@@ -185,7 +185,7 @@ def test_prepare_refuses_an_output_place_that_is_a_file(tmp_path):
     write_ubc_set(ubc.raw_set_dir(tmp_path, "toy"), 40)
     (tmp_path / "ubc").write_text("")
     with pytest.raises(DescbenchError, match=r"cannot write .*ubc/toy: .*ubc is a file, not a folder; "
-                                             r"choose another --root"):
+                                             r"choose another --data"):
         ubc.prepare_ubc(tmp_path, "toy")
 
 
@@ -196,9 +196,9 @@ def test_prepare_refuses_an_unwritable_root_before_reading(tmp_path, monkeypatch
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
     monkeypatch.setattr(ubc, "read_int_table", lambda *a: pytest.fail("read before checking the output"))
     monkeypatch.setattr(hpatches, "_check_tasks", lambda *a: pytest.fail("read before checking the output"))
-    with pytest.raises(DescbenchError, match=r"cannot write .*ubc/toy: the folder .* is not writable .*--root"):
+    with pytest.raises(DescbenchError, match=r"cannot write .*ubc/toy: the folder .* is not writable .*--data"):
         ubc.prepare_ubc(tmp_path, "toy")
-    with pytest.raises(DescbenchError, match=r"cannot write .*hpatches: the folder .* is not writable .*--root"):
+    with pytest.raises(DescbenchError, match=r"cannot write .*hpatches: the folder .* is not writable .*--data"):
         hpatches.prepare_hpatches(tmp_path)
 
 
@@ -217,7 +217,7 @@ def test_ubc_empty_last_tile_of_a_mini_set_names_make_mini(tmp_path):
     raw = ubc.raw_set_dir(tmp_path, "mini_toy")
     write_ubc_set(raw, 300)
     (raw / "patches0001.bmp").write_bytes(b"")  # the last tile, read by the info.txt check
-    with pytest.raises(DescbenchError, match=r"patches0001\.bmp is empty .*`descbench make-mini --out "):
+    with pytest.raises(DescbenchError, match=r"patches0001\.bmp is empty .*`descbench make-mini --data "):
         ubc.prepare_ubc(tmp_path, "mini_toy")
     assert_nothing_left(tmp_path / "ubc")
 
@@ -233,9 +233,9 @@ def test_ubc_undecodable_bytes_are_a_clear_error():
 
 def test_ubc_fix_hints(tmp_path):
     assert ubc.fix_hint(tmp_path, "liberty") == (
-        f"delete {tmp_path / 'raw' / 'ubc' / 'liberty'} and run `descbench download ubc liberty --root {tmp_path}` "
+        f"delete {tmp_path / 'raw' / 'ubc' / 'liberty'} and run `descbench download ubc liberty --data {tmp_path}` "
         "(it unpacks the kept archive again)")
-    assert ubc.fix_hint(tmp_path, "mini_yosemite") == f"generate the set again (`descbench make-mini --out {tmp_path}`)"
+    assert ubc.fix_hint(tmp_path, "mini_yosemite") == f"generate the set again (`descbench make-mini --data {tmp_path}`)"
     assert ubc.fix_hint(tmp_path, "toy") == "download or generate the set again"
 
 
@@ -278,13 +278,13 @@ def test_hpatches_empty_png_names_the_file(tmp_path):
     write_hpatches(tmp_path)
     (hpatches.raw_release_dir(tmp_path) / "v_two" / "h3.png").write_bytes(b"")
     with pytest.raises(DescbenchError, match=r"v_two/h3\.png is empty \(0 bytes\), not a PNG image; delete .*"
-                                             r"hpatches-release and run `descbench download hpatches --root "):
+                                             r"hpatches-release and run `descbench download hpatches --data "):
         hpatches.prepare_hpatches(tmp_path)
     assert_nothing_left(tmp_path / "hpatches")
     assert no_staging(tmp_path)
 
 
-TASKS_FIX = r"; it is not an HPatches splits file, re-download it with `descbench download hpatches-tasks --root "
+TASKS_FIX = r"; it is not an HPatches splits file, re-download it with `descbench download hpatches-tasks --data "
 
 
 @pytest.mark.parametrize("content, pattern", [
@@ -312,7 +312,7 @@ def test_hpatches_splits_json_that_is_not_utf8(tmp_path):
     splits = hpatches.raw_tasks_dir(tmp_path) / "splits.json"
     splits.write_bytes(b'{"full": {"name": "full", "test": ["i_\xe9"]}}')
     with pytest.raises(DescbenchError, match=r"splits\.json is not UTF-8 text \(byte \d+\); re-download it with "
-                                             r"`descbench download hpatches-tasks --root "):
+                                             r"`descbench download hpatches-tasks --data "):
         hpatches.prepare_hpatches(tmp_path)
     assert_nothing_left(tmp_path / "hpatches")
 

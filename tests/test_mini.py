@@ -25,7 +25,7 @@ SCALE = 0.2
 
 @pytest.fixture(scope="session")
 def made_by_cli(tmp_path_factory) -> tuple[Path, mini.MiniData, str]:
-    """``descbench make-mini --out ROOT --seed 3``, at the reduced size: (root, what was made, stdout)."""
+    """``descbench make-mini --data ROOT --seed 3``, at the reduced size: (root, what was made, stdout)."""
     root = tmp_path_factory.mktemp("mini")
     full_size = mini.make_mini
     made: list[mini.MiniData] = []
@@ -37,7 +37,7 @@ def made_by_cli(tmp_path_factory) -> tuple[Path, mini.MiniData, str]:
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
         patch.setattr(mini, "make_mini", reduced)
-        assert cli.main(["make-mini", "--out", str(root), "--seed", str(SEED)]) == 0
+        assert cli.main(["make-mini", "--data", str(root), "--seed", str(SEED)]) == 0
     return root, made[0], stdout.getvalue()
 
 

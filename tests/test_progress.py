@@ -210,7 +210,7 @@ def test_the_cli_logs_progress_lines_to_a_non_terminal_stderr(tmp_path):
         from descbench import cli
         from descbench.data import mini
         mini.make_mini = functools.partial(mini.make_mini, scale=0.05)
-        sys.exit(cli.main(["make-mini", "--out", {str(tmp_path / "mini")!r}]))
+        sys.exit(cli.main(["make-mini", "--data", {str(tmp_path / "mini")!r}]))
     """)
     env = {k: v for k, v in os.environ.items() if k != progress_module.ENV_VAR}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,

@@ -441,7 +441,7 @@ def test_catalogue(monkeypatch, tmp_path):
 def test_cli_download_weights_from_dir(test_catalogue, capsys):
     root, made = test_catalogue
     data = root / "data"
-    assert cli.main(["download", "weights", "--from-dir", str(root / "DIR"), "--root", str(data)]) == 0
+    assert cli.main(["download", "weights", "--from-dir", str(root / "DIR"), "--data", str(data)]) == 0
     out = capsys.readouterr().out
     assert "tfeat@liberty:" in out and "hardnet-plus@liberty:" in out and "git-blob matches test" in out
     assert (data / "weights" / "tfeat@liberty" / "tfeat-liberty.params").is_file()
@@ -460,7 +460,7 @@ def test_cli_download_weights_from_dir(test_catalogue, capsys):
     # a tampered copy in DIR is reported, not taken
     params = root / "DIR" / "tfeat" / "tfeat-liberty.params"
     params.write_bytes(params.read_bytes()[:-1] + b"\0")
-    assert cli.main(["download", "weights", "--from-dir", str(root / "DIR"), "--root", str(root / "d2")]) == 2
+    assert cli.main(["download", "weights", "--from-dir", str(root / "DIR"), "--data", str(root / "d2")]) == 2
     assert "matches no published pin" in capsys.readouterr().err
     assert cli.main(["download", "weights", "--from-dir", str(root / "DIR")]) == 2
     assert "--data DATA" in capsys.readouterr().err
@@ -471,10 +471,10 @@ def test_cli_list_and_pins(capsys, tmp_path):
     out = capsys.readouterr().out
     assert all(f"{r.name}:" in out for r in RELEASES) and "hardnet8-original: refused" in out
     assert "88.43" in out and "git-blob 0f28ae87db5e2fc95ae691faf3aa9c2c631060b2" in out
-    assert cli.main(["download", "weights", "tfeat@liberty", "--root", str(tmp_path),
+    assert cli.main(["download", "weights", "tfeat@liberty", "--data", str(tmp_path),
                      "--expect-sha256", "tfeat@liberty=xyz"]) == 2
     assert "64 hex digits" in capsys.readouterr().err
-    assert cli.main(["download", "weights", "cdf@liberty", "--root", str(tmp_path),
+    assert cli.main(["download", "weights", "cdf@liberty", "--data", str(tmp_path),
                      "--expect-sha256", "cdf@liberty/nope.pt=" + "0" * 64]) == 2
     assert "mean_std.pt" in capsys.readouterr().err
 
@@ -490,7 +490,7 @@ def test_released_descriptors_are_registered(test_catalogue, monkeypatch):
     assert "released weights" in desc.citation and "MIT" in desc.citation and "Liberty" in desc.citation
     assert "DagnyT/hardnet@35bc1d79910c4477e61ca486a4712b3b7496d43e" in desc.source
     root, made = test_catalogue
-    assert cli.main(["download", "weights", "--from-dir", str(root / "DIR"), "--root", str(root / "data")]) == 0
+    assert cli.main(["download", "weights", "--from-dir", str(root / "DIR"), "--data", str(root / "data")]) == 0
     monkeypatch.setenv(weights.ENV_WEIGHTS_DIR, str(root / "data" / "weights"))
     network = registry.get("tfeat@liberty").network()
     uint8 = np.random.default_rng(0).integers(0, 256, (5, 65, 65), dtype=np.uint8)
@@ -537,8 +537,8 @@ def test_evaluate_released_weights_on_mini_data(tmp_path, capsys):
 
     data, wdir = tmp_path / "data", tmp_path / "DIR"
     mini.make_mini(data, scale=0.25)
-    assert cli.main(["prepare", "ubc", "mini_notredame", "--root", str(data)]) == 0
-    assert cli.main(["prepare", "hpatches", "--root", str(data)]) == 0
+    assert cli.main(["prepare", "ubc", "mini_notredame", "--data", str(data)]) == 0
+    assert cli.main(["prepare", "hpatches", "--data", str(data)]) == 0
     pins = []
     for name in ("tfeat@liberty", "hardnet-plus@liberty"):
         release = weights.get(name)
@@ -547,7 +547,7 @@ def test_evaluate_released_weights_on_mini_data(tmp_path, capsys):
             (wdir / name / filename).write_bytes(content)
             pins += ["--expect-sha256", f"{name}={hashlib.sha256(content).hexdigest()}"]
     assert cli.main(["download", "weights", "tfeat@liberty", "hardnet-plus@liberty", "--from-dir", str(wdir),
-                     "--root", str(data), *pins]) == 0
+                     "--data", str(data), *pins]) == 0
     out = tmp_path / "out"
     assert cli.main(["evaluate", "ubc", "--descriptor", "tfeat@liberty", "--data", str(data),
                      "--test-set", "mini_notredame", "--out", str(out / "ubc")]) == 0

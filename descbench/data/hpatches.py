@@ -55,17 +55,17 @@ def _is_mini(data_root: str | Path) -> bool:
 def release_fix(data_root: str | Path) -> str:
     """How to get a good patch release again (the end of every bad-release message)."""
     if _is_mini(data_root):
-        return f"generate it again (`descbench make-mini --out {data_root}`)"
+        return f"generate it again (`descbench make-mini --data {data_root}`)"
     # a release folder that passes download's own check is reused, so it must go first
-    return (f"delete {raw_release_dir(data_root)} and run `descbench download hpatches --root {data_root}` "
+    return (f"delete {raw_release_dir(data_root)} and run `descbench download hpatches --data {data_root}` "
             "(it unpacks the kept archive again)")
 
 
 def tasks_fix(data_root: str | Path) -> str:
     """How to get good task files again."""
     if _is_mini(data_root):
-        return f"generate them again (`descbench make-mini --out {data_root}`)"
-    return f"re-download it with `descbench download hpatches-tasks --root {data_root}`"
+        return f"generate them again (`descbench make-mini --data {data_root}`)"
+    return f"re-download it with `descbench download hpatches-tasks --data {data_root}`"
 
 
 def png_height(path: Path) -> int | None:
@@ -213,7 +213,7 @@ def prepare_hpatches(data_root: str | Path) -> dict:
     release_dir = raw_release_dir(data_root)
     out_dir = prepared_dir(data_root)
     names = list_sequences(release_dir)
-    check_writable(out_dir, option="--root", replace=True)
+    check_writable(out_dir, option="--data", replace=True)
     task_files = _check_tasks(raw_tasks_dir(data_root), names, tasks_fix(data_root))
     fix = release_fix(data_root)
     counts: dict[str, int] = {}
@@ -246,7 +246,7 @@ def load_sequences(data_root: str | Path) -> dict[str, np.ndarray]:
     paths = sorted(base.glob("*.npy")) if base.is_dir() else []
     if not paths:
         raise DescbenchError(f"no prepared sequences in {base}; run `descbench prepare hpatches "
-                             f"--root {data_root}` first")
+                             f"--data {data_root}` first")
     sequences = {}
     for path in paths:
         array = np.load(path, mmap_mode="r")

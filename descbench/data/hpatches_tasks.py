@@ -75,7 +75,7 @@ def load_splits(task_dir: str | os.PathLike) -> dict[str, dict]:
     from descbench.data.hpatches import read_splits
 
     splits = read_splits(splits_path(task_dir),
-                         "restore the official file (descbench download hpatches-tasks --root DATA)")
+                         "restore the official file (descbench download hpatches-tasks --data DATA)")
     for key, split in splits.items():
         split.setdefault("name", key)
     return splits

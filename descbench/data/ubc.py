@@ -90,9 +90,9 @@ def fix_hint(data_root: str | Path, set_name: str) -> str:
     if set_name in CATALOGUE.ubc:
         # a folder that passes download's own check is reused, so it must go first
         return (f"delete {raw_set_dir(data_root, set_name)} and run `descbench download ubc {set_name} "
-                f"--root {data_root}` (it unpacks the kept archive again)")
+                f"--data {data_root}` (it unpacks the kept archive again)")
     if set_name.startswith("mini_"):
-        return f"generate the set again (`descbench make-mini --out {data_root}`)"
+        return f"generate the set again (`descbench make-mini --data {data_root}`)"
     return DEFAULT_FIX
 
 
@@ -273,9 +273,9 @@ def prepare_ubc(data_root: str | Path, set_name: str) -> dict:
     raw_dir = raw_set_dir(data_root, set_name)
     out_dir = prepared_set_dir(data_root, set_name)
     if not raw_dir.is_dir():
-        raise DescbenchError(f"missing folder {raw_dir}; run `descbench download ubc {set_name} --root "
-                             f"{data_root}` or `descbench make-mini --out {data_root}` first")
-    check_writable(out_dir, option="--root", replace=True)
+        raise DescbenchError(f"missing folder {raw_dir}; run `descbench download ubc {set_name} --data "
+                             f"{data_root}` or `descbench make-mini --data {data_root}` first")
+    check_writable(out_dir, option="--data", replace=True)
     fix = fix_hint(data_root, set_name)
     info_path = raw_dir / "info.txt"
     info = read_int_table(info_path, INFO_COLUMNS, fix)
@@ -337,7 +337,7 @@ def load_ubc(data_root: str | Path, set_name: str) -> UBCSet:
     paths = {name: set_dir / f"{name}.npy" for name in ("patches", "labels", "pairs_100k")}
     for path in paths.values():
         if not path.is_file():
-            raise DescbenchError(f"missing file {path}; run `descbench prepare ubc --root {data_root} "
+            raise DescbenchError(f"missing file {path}; run `descbench prepare ubc --data {data_root} "
                                  f"{set_name}` first")
     ubc_set = UBCSet(
         patches=np.load(paths["patches"], mmap_mode="r"),

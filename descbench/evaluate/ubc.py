@@ -43,12 +43,12 @@ def load_ubc_descriptors(path, n_patches: int, test_set: str) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise DescbenchError(f"--descriptors {path}: no such file (one .npy or .csv file, one row per "
+        raise DescbenchError(f"--descriptor-files {path}: no such file (one .npy or .csv file, one row per "
                              f"patch of {test_set})")
     table = _read_table(path)
     if len(table) != n_patches:
         raise DescbenchError(
-            f"--descriptors {path} has {len(table)} rows but UBC set {test_set} has {n_patches} patches; "
+            f"--descriptor-files {path} has {len(table)} rows but UBC set {test_set} has {n_patches} patches; "
             "the file needs one row per patch of the set, in the set's order")
     return table
 

@@ -4,7 +4,7 @@ machinery as the datasets, safe loading and key maps into descbench's networks.
 Files live in ``<weights dir>/<release name>/<file name>`` (default ``DATA/weights/``), each with the
 ``<file>.meta.json`` that ``descbench.data.download`` writes (origin, SHA-256, what verified it).
 
-    descbench download weights tfeat@liberty --root data        # or: all, or 'sosnet@*'
+    descbench download weights tfeat@liberty --data data        # or: all, or 'sosnet@*'
     net = weights.load_network("tfeat@liberty", "data/weights")  # eval mode, (B,1,32,32) in [0,1]
 
 Loading verifies every file against its pins again, reads torch files with ``weights_only=True`` only,
@@ -54,7 +54,7 @@ __all__ = [
 # ------------------------------------------------------------------------------------------- names
 
 def weights_dir_for(data_root: str | os.PathLike) -> Path:
-    """``DATA/weights``: where ``descbench download weights --root DATA`` puts releases."""
+    """``DATA/weights``: where ``descbench download weights --data DATA`` puts releases."""
     return Path(data_root) / WEIGHTS_SUBDIR
 
 
@@ -214,7 +214,7 @@ def local_files(release: Release, weights_dir: str | os.PathLike, verify: bool =
         if not path.is_file():
             raise DescbenchError(
                 f"released weights {release.name}: {path} is missing; run `descbench download weights "
-                f"{release.name} --weights-dir {Path(weights_dir)}` (or --root DATA for DATA/weights), or "
+                f"{release.name} --weights-dir {Path(weights_dir)}` (or --data DATA for DATA/weights), or "
                 f"place {wfile.filename} (published at {wfile.mirrors[0].url}) in a folder and pass --from-dir")
         if verify:
             log.debug("%s: %s", path, verify_local(release, wfile, path))
