@@ -246,6 +246,7 @@ def register(subparsers) -> None:
                          "written as a whole, replacing an earlier result set there")
     _add_overlap_flag(hp)
     hp.set_defaults(func=_evaluate_hpatches)
+    _register_evaluate_sequences(sub)
 
     export = subparsers.add_parser(
         "export", help="write HPatches descriptors in the official layout <out>/<seq>/<type>.csv")
@@ -255,3 +256,56 @@ def register(subparsers) -> None:
     export.add_argument("--delimiter", default=",", choices=(",", ";"))
     export.set_defaults(func=_export, descriptors=None)
 
+
+
+# ------------------------------------------------------------------------------- HPatches sequences
+
+def _register_evaluate_sequences(sub) -> None:
+    from descbench.evaluate.sequences import MAX_KEYPOINTS
+
+    seq = sub.add_parser(
+        "hpatches-sequences", help="image matching on the HPatches full-image sequences (MMA, homography accuracy)",
+        description="SIFT keypoints (the same for every descriptor), patches cut at their scale and orientation, "
+                    "mutual nearest-neighbour matching from image 1 to images 2-6; writes pairs.csv (one row per "
+                    "image pair) and summary.json (docs/protocols.md §5).")
+    _add_source(seq, allow_files=False)
+    seq.add_argument("--subset", default="d2net", choices=("d2net", "full"),
+                     help="d2net: the 108 sequences of D2-Net's benchmark (8 high-resolution ones left out; "
+                          "default); full: all 116")
+    seq.add_argument("--max-keypoints", type=int, default=MAX_KEYPOINTS,
+                     help=f"keypoints per image, the strongest SIFT responses (default {MAX_KEYPOINTS})")
+    seq.add_argument("--out", type=Path, default=None,
+                     help="output folder for pairs.csv and summary.json (default results/adhoc/hpatches-sequences/"
+                          "...); written as a whole, replacing an earlier result set there")
+    _add_overlap_flag(seq)
+    seq.set_defaults(func=_evaluate_sequences, descriptors=None)
+
+
+def _evaluate_sequences(args: argparse.Namespace) -> int:
+    from descbench.data.hpatches_sequences import load_sequences
+    from descbench.evaluate import sequences
+    from descbench.evaluate.hpatches import write_result_set
+
+    if args.max_keypoints < 1:
+        raise DescbenchError(f"--max-keypoints must be >= 1, got {args.max_keypoints}")
+    out = _prepare_out(args.out or _default_out("hpatches-sequences", args, args.subset), sequences.RESULT_FILES,
+                       "HPatches sequences")
+    data = load_sequences(args.data, args.subset)
+    release = _released(args)
+    if release is not None:
+        from descbench import weights
+
+        overlap = weights.check_evaluation(release, hpatches_sequences=[s.name for s in data],
+                                           allow=args.allow_train_overlap)
+    extractor = _extractor(args)
+    pairs = sequences.evaluate(extractor, data, args.max_keypoints)
+    summary = sequences.summarise(pairs)
+    summary.update(descriptor=_source_name(args, extractor), subset=args.subset, max_keypoints=args.max_keypoints,
+                   magnification=sequences.MAGNIFICATION, patch_size=extractor.descriptor.patch_size,
+                   ransac_threshold=sequences.RANSAC_THRESHOLD)
+    if release is not None:
+        _note_release(summary, release, overlap)
+    write_result_set(out, {"pairs": pairs}, summary, sequences.RESULT_FILES, "HPatches sequences")
+    print(sequences.format_summary(summary))
+    print(f"-> {out}")
+    return 0
