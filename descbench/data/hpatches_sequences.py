@@ -51,6 +51,9 @@ MINI_SCENES = {
 }
 MINI_SIZE = (320, 240)  # width, height of image 1
 MINI_MARGIN = 0.25  # the photo extends this fraction of the image size beyond image 1 on each side
+# Viewpoint change of image 6 (image k gets (k - 1) / 5 of it), uniform in +-amplitude: rotation (degrees),
+# log2 scale, corner shifts (fraction of the image side)
+MINI_VIEW = {"rotation": 35.0, "log2_scale": 0.7, "corners": 0.12}
 
 
 def raw_dir(data_root: str | Path) -> Path:
@@ -238,17 +241,19 @@ def load_sequences(data_root: str | Path, subset: str = "d2net") -> list[Sequenc
 # --------------------------------------------------------------------------------------------------
 def _homography(size: tuple[int, int], k: int, rng: np.random.Generator) -> np.ndarray:
     """Viewpoint change of image k (2..6): rotation and scale about the centre plus corner perspective,
-    growing with k (image 6: up to 15 degrees, 2^0.25 in scale, 8 % corner shifts)."""
+    growing with k up to the amplitudes of ``MINI_VIEW`` at image 6."""
     import cv2
 
     w, h = size
     step = (k - 1) / 5
     corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
     centre = np.array([w / 2, h / 2])
-    angle = math.radians(rng.uniform(-15, 15) * step)
-    scale = 2.0 ** (rng.uniform(-0.25, 0.25) * step)
+    amp = MINI_VIEW
+    angle = math.radians(rng.uniform(-amp["rotation"], amp["rotation"]) * step)
+    scale = 2.0 ** (rng.uniform(-amp["log2_scale"], amp["log2_scale"]) * step)
     rotation = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    moved = (corners - centre) @ rotation.T + centre + rng.uniform(-0.08, 0.08, (4, 2)) * step * np.array([w, h])
+    shifts = rng.uniform(-amp["corners"], amp["corners"], (4, 2)) * step * np.array([w, h])
+    moved = (corners - centre) @ rotation.T + centre + shifts
     return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32)).astype(np.float64)
 
 
