@@ -1,6 +1,6 @@
 """Where the benchmark data comes from: URLs, ordered mirrors, published checksums, expected contents.
 
-Every fact here is cited in docs/protocols.md §0, §1.1, §3.1 and §4. Each mirror carries its own
+Every fact here is cited in docs/protocols.md §0, §1.1, §3.1, §4 and §5.1. Each mirror carries its own
 checksum because the CTU mirror of UBC PhotoTour was re-packed (its zips differ from the historical ones).
 A mirror without a checksum (the Hugging Face HPatches zip) is accepted on download, its SHA-256 is
 recorded next to the archive and printed, and ``--expect-sha256`` pins it. The download functions take
