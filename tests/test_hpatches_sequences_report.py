@@ -93,3 +93,20 @@ def test_scores_dir_layout(tmp_path):
     (tmp_path / "pairs.csv").write_text("sequence,image\nv_a,2\n")
     with pytest.raises(Exception, match="lacks the columns"):
         rs.read_pairs(tmp_path / "pairs.csv")
+
+
+def test_load_pairs_reads_the_workflow_layout(tmp_path):
+    frames = {("ours", 0): pairs_of({"i": 0.8, "v": 0.6}), ("sift", None): pairs_of({"i": 0.7, "v": 0.5}),
+              ("x@liberty", None): pairs_of({"i": 0.1, "v": 0.1})}
+    for (method, seed), frame in frames.items():
+        folder = rs.scores_dir(tmp_path, method, "d2net", "liberty" if seed is not None else None, seed,
+                               release=method == "x@liberty")
+        folder.mkdir(parents=True)
+        frame.to_csv(folder / "pairs.csv", index=False)
+    pairs = rs.load_pairs(tmp_path, ["ours"], [0], "liberty", ["sift"], ["x@liberty"],
+                          released_label=lambda name: f"{name} (released)")
+    assert list(dict.fromkeys(pairs["method"])) == ["ours", "sift", "x@liberty (released)"]
+    assert pairs.groupby("method")["released"].first().to_dict() == {
+        "ours": False, "sift": False, "x@liberty (released)": True}
+    with pytest.raises(Exception, match="is missing"):
+        rs.load_pairs(tmp_path, ["ours"], [1], "liberty")

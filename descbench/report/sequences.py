@@ -87,6 +87,20 @@ def collect(entries: Iterable[tuple[str, int | None, pd.DataFrame, bool]]) -> pd
     return pd.concat(frames, ignore_index=True)
 
 
+def load_pairs(results: str | Path, methods: list[str], seeds: list[int], train_set: str,
+               handcrafted: list[str] = (), released: list[str] = (), subset: str = SUBSET,
+               released_label=lambda name: name) -> pd.DataFrame:
+    """The long ``pairs`` frame of a results tree: every method at every seed (models of ``train_set``),
+    every handcrafted descriptor, every release (its row named ``released_label(name)``)."""
+    entries = [(m, seed, read_pairs(scores_dir(results, m, subset, train_set, seed) / "pairs.csv"), False)
+               for m in methods for seed in seeds]
+    entries += [(m, None, read_pairs(scores_dir(results, m, subset) / "pairs.csv"), False)
+                for m in handcrafted if m not in methods]
+    entries += [(released_label(r), None, read_pairs(scores_dir(results, r, subset, release=True) / "pairs.csv"),
+                 True) for r in released]
+    return collect(entries)
+
+
 def _methods(pairs: pd.DataFrame, methods: list[str] | None) -> list[str]:
     return list(methods) if methods is not None else list(dict.fromkeys(pairs["method"]))
 
@@ -112,28 +126,43 @@ def mma_curves(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "category", "threshold", "mma_mean", "mma_sd", "n_seeds"])
 
 
+HANDCRAFTED_COLOURS = ("black", "teal", "saddlebrown", "darkmagenta", "navy")
+
+
 def mma_figure(pairs: pd.DataFrame, methods: list[str] | None = None, reference: str | None = None,
                title: str | None = None) -> plt.Figure:
     """MMA against the threshold (1-10 px) in three panels, Overall, Illumination, Viewpoint; one line per
-    method (mean over seeds), the reference drawn thicker, released weights dotted, handcrafted dashed."""
+    method (mean over seeds): learned models solid in tab10 colours (the reference thicker), handcrafted
+    descriptors dashed in dark colours, released weights dotted. The MMA axis starts at 0 unless every
+    curve lies above 0.5; then at the tenth below the lowest value, so close methods stay apart."""
     methods = _methods(pairs, methods)
     curves = mma_curves(pairs)
     kinds = pairs.groupby("method")[["seed", "released"]].agg({"seed": lambda s: s.notna().any(),
                                                                "released": "any"})
-    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    tab10 = plt.get_cmap("tab10")
+    styles, n_coloured, n_dark = {}, 0, 0
+    for method in methods:
+        if kinds.loc[method, "seed"] or kinds.loc[method, "released"]:
+            styles[method] = (":" if kinds.loc[method, "released"] else "-", tab10(n_coloured % 10))
+            n_coloured += 1
+        else:
+            styles[method] = ("--", HANDCRAFTED_COLOURS[n_dark % len(HANDCRAFTED_COLOURS)])
+            n_dark += 1
+    shown = curves[curves["method"].isin(methods)]["mma_mean"]
+    low = 0.0 if shown.empty or shown.min() < 0.5 else np.floor(10 * shown.min()) / 10
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
     for ax, (category, panel) in zip(axes, PANELS):
-        for i, method in enumerate(methods):
+        for method in methods:
             curve = curves[(curves["method"] == method) & (curves["category"] == category)]
             if curve.empty:
                 continue
-            style = ":" if kinds.loc[method, "released"] else "-" if kinds.loc[method, "seed"] else "--"
+            style, colour = styles[method]
             ax.plot(curve["threshold"], curve["mma_mean"], ls=style, marker="o", ms=3,
-                    lw=2.6 if method == reference else 1.4, color=colours(i % colours.N), label=method)
+                    lw=2.8 if method == reference else 1.4, color=colour, label=method)
         ax.set_title(panel)
         ax.set_xlim(THRESHOLDS[0], THRESHOLDS[-1])
         ax.set_xticks(THRESHOLDS)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(low, 1)
         ax.set_xlabel("threshold [px]")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("MMA")
