@@ -180,9 +180,8 @@ def prepare_sequences(data_root: str | Path) -> dict:
     incomplete = [(n, m) for n in names if (m := missing_files(source / n))]
     if incomplete:
         name, missing = incomplete[0]
-        raise DescbenchError(f"{source / name} lacks {', '.join(missing)}"
-                             f"{f' (and {len(incomplete) - 1} more sequences are incomplete)' * (len(incomplete) > 1)}; "
-                             f"{fix}")
+        more = f" (and {len(incomplete) - 1} more sequences are incomplete)" if len(incomplete) > 1 else ""
+        raise DescbenchError(f"{source / name} lacks {', '.join(missing)}{more}; {fix}")
     check_writable(out_dir, option="--data", replace=True)
     shapes: dict[str, list[list[int]]] = {}
     with atomic_dir(out_dir) as tmp:

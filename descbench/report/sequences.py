@@ -45,6 +45,8 @@ PAIR_COLUMNS = ("sequence", "category", "image", "n_keypoints_1", "n_keypoints",
                 "corner_error")
 PANELS = (("overall", "Overall"), ("i", "Illumination"), ("v", "Viewpoint"))
 ENDPOINT_PX = 3  # MMA and homography accuracy threshold of the table and the tests
+ENDPOINTS = {"mma": f"MMA@{ENDPOINT_PX}px per sequence",
+             "homography": f"homography accuracy @{ENDPOINT_PX}px per sequence"}
 TEST_COLUMNS = ["family", "comparison", "endpoint", "test", "inputs", "n", "statistic", "p", "p_holm", "caveat"]
 SUBSET_NOTES = {
     "d2net": "Subset d2net (D2-Net's benchmark): the 8 sequences with images over 1600x1200 left out (i_contruction, "
@@ -184,9 +186,6 @@ def per_sequence(pairs: pd.DataFrame, method: str, endpoint: str) -> pd.Series:
     return by_seed.groupby(level="sequence").mean()
 
 
-ENDPOINTS = {"mma": f"MMA@{ENDPOINT_PX}px per sequence", "homography": f"homography accuracy @{ENDPOINT_PX}px per sequence"}
-
-
 def paired_tests(pairs: pd.DataFrame, reference: str, methods: list[str] | None = None,
                  subset: str = SUBSET) -> pd.DataFrame:
     """Wilcoxon signed-rank (two-sided) of each non-released method against ``reference`` over sequences,
@@ -249,8 +248,9 @@ def sequences_table(pairs: pd.DataFrame, methods: list[str] | None = None, refer
                              subset=subset))
         cells.append(row)
     keypoints = _keypoints_per_image(pairs)
-    notes = [f"{SUBSET_NOTES.get(subset, subset)}; here {_counts(pairs)}. Mean ± sd over seeds; one SIFT detector for every "
-             f"descriptor ({keypoints:.0f} keypoints per image on average), mutual nearest-neighbour matching. "
+    notes = [f"{SUBSET_NOTES.get(subset, subset)}; here {_counts(pairs)}. Mean ± sd over seeds; one SIFT "
+             f"detector for every descriptor ({keypoints:.0f} keypoints per image on average), mutual "
+             "nearest-neighbour matching. "
              f"MMA@{ENDPOINT_PX}px: matches within {ENDPOINT_PX} px of the ground-truth homography's "
              f"reprojection; Hom. acc.: RANSAC homography whose image-corner error is <= {ENDPOINT_PX} px (%)."]
     if reference is not None and tests is not None:
