@@ -189,6 +189,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/downstream.smk"
 
 
 rule all:
@@ -198,3 +199,4 @@ rule all:
         [f"{WEIGHTS}/{name}" for name in RELEASED],
         released_ubc_scores(),
         released_hpatches_scores(),
+        downstream_scores(),

@@ -67,6 +67,7 @@ def _register_download(subparsers) -> None:
     weights.add_argument("--list", action="store_true",
                          help="describe every release (files, pins, format, training data, licence) and exit")
     weights.set_defaults(func=_download_weights)
+    _register_download_sequences(datasets)
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser, pin_help: str | None) -> None:
@@ -268,6 +269,7 @@ def _register_prepare(subparsers) -> None:
     add_data_option(hpatches, "data folder (e.g. data): reads DATA/raw/hpatches-release/ and "
                               "DATA/raw/hpatches-tasks/, writes DATA/hpatches/", old_names=("--root",))
     hpatches.set_defaults(func=_prepare_hpatches)
+    _register_prepare_sequences(datasets)
 
 
 def _prepare_ubc(args: argparse.Namespace) -> int:
@@ -331,6 +333,52 @@ def _make_mini(args: argparse.Namespace) -> int:
           f"splits {', '.join(made.splits)} and task files -> {raw / 'hpatches-tasks'}/")
     print(f"made in {seconds:.1f} s (seed {args.seed}); next: descbench prepare ubc --data {args.data} && "
           f"descbench prepare hpatches --data {args.data}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- HPatches sequences
+
+def _register_download_sequences(datasets) -> None:
+    parser = datasets.add_parser(
+        "hpatches-sequences", help="HPatches full-image sequences -> DATA/raw/hpatches-sequences-release/<seq>/",
+        description="The 116 full-image sequences (1.ppm..6.ppm and H_1_2..H_1_6 each), for the image-matching "
+                    "evaluation; verified, unpacked safely and checked like the patch release.")
+    add_data_option(parser, "data folder (e.g. data): writes DATA/raw/hpatches-sequences-release/")
+    parser.add_argument("--from-dir", type=Path, metavar="DIR",
+                        help="use the archive you already have (hpatches-sequences-release.zip or .tar.gz, "
+                             "searched in DIR and its subfolders) instead of the network; verified the same way")
+    parser.add_argument("--expect-sha256", action="append", default=[], metavar="NAME=HEX",
+                        help="pin the archive's SHA-256; NAME is hpatches-sequences-release or its file name")
+    parser.set_defaults(func=_download_sequences)
+
+
+def _download_sequences(args: argparse.Namespace) -> int:
+    from descbench.data import hpatches_sequences, sources
+
+    check_writable(Path(args.data) / "raw", option="--data")
+    source = sources.CATALOGUE.hpatches_sequences
+    archive = source.archive
+    pins = _parse_pins(args.expect_sha256, {archive.name: archive.name, **{f: archive.name for f in archive.filenames}})
+    _print_result(hpatches_sequences.download_sequences(source, args.data, expect_sha256=pins.get(archive.name),
+                                                        from_dir=args.from_dir))
+    return 0
+
+
+def _register_prepare_sequences(datasets) -> None:
+    parser = datasets.add_parser(
+        "hpatches-sequences", help="DATA/raw/hpatches-sequences-release/ -> DATA/hpatches-sequences/ "
+                                   "(grey images and homographies as arrays)")
+    add_data_option(parser, "data folder (e.g. data): reads DATA/raw/hpatches-sequences-release/, writes "
+                            "DATA/hpatches-sequences/")
+    parser.set_defaults(func=_prepare_sequences)
+
+
+def _prepare_sequences(args: argparse.Namespace) -> int:
+    from descbench.data import hpatches_sequences
+
+    meta = hpatches_sequences.prepare_sequences(args.data)
+    print(f"hpatches-sequences: {meta['n_sequences']} sequences ({meta['n_illumination']} i_, "
+          f"{meta['n_viewpoint']} v_) -> {hpatches_sequences.prepared_dir(args.data)}/")
     return 0
 
 

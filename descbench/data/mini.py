@@ -24,6 +24,9 @@ detections are written; each PNG is one column of N 65x65 patches.
 ``DATA/raw/hpatches-tasks/`` gets ``splits.json`` (a, b, c: half of the i_ and half of the v_ sequences as
 test, the rest train; illum/view/full: test only) and the task csvs made by
 ``descbench.data.hpatches_tasks.write_task_files`` (the official generator rules).
+``DATA/raw/hpatches-sequences-release/`` gets a few full-image sequences (2 ``i_``, 2 ``v_``, 320x240) in the
+real layout, ``1.ppm``..``6.ppm`` + ``H_1_2``..``H_1_6`` with known homographies
+(``descbench.data.hpatches_sequences.make_mini_sequences``).
 
 Everything is drawn from ``numpy.random.default_rng([seed, part])`` per part and OpenCV's keypoints are
 sorted, so the same seed gives byte-identical files (with the same numpy/OpenCV/scikit-image versions). ``scale`` shrinks every count (tests use it); the CLI uses 1.0.
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from descbench.data import hpatches as hp
+from descbench.data import hpatches_sequences
 from descbench.data.hpatches_tasks import write_task_files
 from descbench.data import ubc
 from descbench.errors import DescbenchError
@@ -494,7 +498,8 @@ def make_mini(out_root: str | Path, seed: int = 0, scale: float = 1.0) -> MiniDa
     raw = out_root / "raw"
     record_path = raw / MINI_RECORD
     release_dir, tasks_dir = hp.raw_release_dir(out_root), hp.raw_tasks_dir(out_root)
-    for existing in (release_dir, tasks_dir):
+    sequences_dir = hpatches_sequences.raw_dir(out_root)
+    for existing in (release_dir, tasks_dir, sequences_dir):
         if existing.exists() and not record_path.is_file():
             raise DescbenchError(f"{existing} exists and was not written by make-mini (no {record_path}); "
                                  "choose another --out for the mini data")
@@ -504,6 +509,7 @@ def make_mini(out_root: str | Path, seed: int = 0, scale: float = 1.0) -> MiniDa
         ubc_tmp = {name: stack.enter_context(atomic_dir(ubc.raw_set_dir(out_root, name))) for name in UBC_SCENES}
         release_tmp = stack.enter_context(atomic_dir(release_dir))
         tasks_tmp = stack.enter_context(atomic_dir(tasks_dir))
+        sequences_tmp = stack.enter_context(atomic_dir(sequences_dir))
         for part, name in enumerate(progress(parts, desc="make-mini", unit="set", leave=False, delay=0,
                                               logger=log)):
             if name in UBC_SCENES:
@@ -524,6 +530,8 @@ def make_mini(out_root: str | Path, seed: int = 0, scale: float = 1.0) -> MiniDa
                          n_pairs=max(10, round(TASK_PAIRS * scale)),
                          n_queries=max(5, round(TASK_QUERIES * scale)),
                          n_distractors=max(10, round(TASK_DISTRACTORS * scale)))
+        # full-image sequences for the image-matching evaluation (not scaled: they are already small)
+        sequences_record = hpatches_sequences.make_mini_sequences(sequences_tmp, seed, len(parts) + 1)
     result.record = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -533,6 +541,7 @@ def make_mini(out_root: str | Path, seed: int = 0, scale: float = 1.0) -> MiniDa
                 for name, v in result.ubc.items()},
         "hpatches": {name: {"photo": HPATCHES_SCENES[name], "patches": int(v.shape[1])}
                      for name, v in result.hpatches.items()},
+        "hpatches_sequences": sequences_record,
         "jitter": {level: dict(zip(("shift", "rotation_deg", "log2_scale", "log2_anisotropy"), amps))
                    for level, amps in JITTER.items()},
     }

@@ -1,6 +1,6 @@
 """Where the benchmark data comes from: URLs, ordered mirrors, published checksums, expected contents.
 
-Every fact here is cited in docs/protocols.md §0, §1.1, §3.1 and §4. Each mirror carries its own
+Every fact here is cited in docs/protocols.md §0, §1.1, §3.1, §4 and §5.1. Each mirror carries its own
 checksum because the CTU mirror of UBC PhotoTour was re-packed (its zips differ from the historical ones).
 A mirror without a checksum (the Hugging Face HPatches zip) is accepted on download, its SHA-256 is
 recorded next to the archive and printed, and ``--expect-sha256`` pins it. The download functions take
@@ -88,6 +88,16 @@ class HPatchesSource:
 
 
 @dataclass(frozen=True)
+class HPatchesSequencesSource:
+    """The HPatches full-image sequences: the archive and what each sequence folder must hold."""
+
+    archive: RemoteFile
+    n_sequences: int = 116
+    n_illumination: int = 57
+    n_images: int = 6  # 1.ppm .. 6.ppm, and H_1_2 .. H_1_6 mapping image 1 to image k
+
+
+@dataclass(frozen=True)
 class TaskFilesSource:
     """The official HPatches task files, each verified by its git blob id."""
 
@@ -99,6 +109,7 @@ class Catalogue:
     ubc: Mapping[str, UBCSetSource]
     hpatches: HPatchesSource
     hpatches_tasks: TaskFilesSource
+    hpatches_sequences: HPatchesSequencesSource | None = None
 
 
 CTU_UBC = "https://cmp.felk.cvut.cz/~mishkdmy/datasets/BrownPhotoTour/"
@@ -143,6 +154,14 @@ HPATCHES = HPatchesSource(
                Checksum("md5", "0ab830d37fceb2b4c86cb1cc6cc79a61", "vbalnt/tfeat hpatches.py")),
     )),
     n_sequences=116,
+)
+
+HPATCHES_SEQUENCES = HPatchesSequencesSource(
+    archive=RemoteFile("hpatches-sequences-release", (
+        # No checksum is published for either file: the SHA-256 is recorded on first download.
+        Mirror("https://huggingface.co/datasets/vbalnt/hpatches/resolve/main/hpatches-sequences-release.zip"),
+        Mirror("http://icvl.ee.ic.ac.uk/vbalnt/hpatches/hpatches-sequences-release.tar.gz"),
+    )),
 )
 
 HPATCHES_BENCHMARK_COMMIT = "e0c993c7756d26129fef47f752f79e4cfe6681aa"
@@ -195,4 +214,5 @@ def _task_file(name: str, blob_id: str) -> RemoteFile:
 
 HPATCHES_TASKS = TaskFilesSource(tuple(_task_file(n, b) for n, b in sorted(HPATCHES_TASK_BLOB_IDS.items())))
 
-CATALOGUE = Catalogue(ubc=UBC_SETS, hpatches=HPATCHES, hpatches_tasks=HPATCHES_TASKS)
+CATALOGUE = Catalogue(ubc=UBC_SETS, hpatches=HPATCHES, hpatches_tasks=HPATCHES_TASKS,
+                      hpatches_sequences=HPATCHES_SEQUENCES)

@@ -385,6 +385,7 @@ def register(subparsers) -> None:
                         "results/adhoc/hpatches/<descriptor>/<split>, or "
                         "results/adhoc/hpatches/<method>/<train set>/seed<seed>/<split> for a model")
     hp.set_defaults(func=_evaluate_hpatches)
+    _register_evaluate_sequences(sub)
 
     export = subparsers.add_parser(
         "export", help="write HPatches descriptors in the official layout <out>/<seq>/<type>.csv",
@@ -399,3 +400,57 @@ def register(subparsers) -> None:
     export.add_argument("--delimiter", default=",", choices=(",", ";"), metavar="CHAR",
                         help="field separator of the csv files: ',' (default) or ';'")
     export.set_defaults(func=_export, descriptor_files=None)
+
+
+# ------------------------------------------------------------------------------- HPatches sequences
+
+def _register_evaluate_sequences(sub) -> None:
+    from descbench.evaluate.sequences import MAX_KEYPOINTS
+
+    seq = sub.add_parser(
+        "hpatches-sequences", help="image matching on the HPatches full-image sequences (MMA, homography accuracy)",
+        description="SIFT keypoints (the same for every descriptor), patches cut at their scale and orientation, "
+                    "mutual nearest-neighbour matching from image 1 to images 2-6; writes pairs.csv (one row per "
+                    "image pair) and summary.json (docs/protocols.md §6).")
+    _add_source(seq, files_help=None)
+    seq.add_argument("--subset", default="d2net", choices=("d2net", "full"),
+                     help="d2net: the 108 sequences of D2-Net's benchmark (8 high-resolution ones left out; "
+                          "default); full: all 116")
+    seq.add_argument("--max-keypoints", type=int, default=MAX_KEYPOINTS,
+                     help=f"keypoints per image, the strongest SIFT responses (default {MAX_KEYPOINTS})")
+    _add_result_options(seq, "pairs.csv and summary.json",
+                        "results/adhoc/hpatches-sequences/<descriptor>/<subset>, or "
+                        "results/adhoc/hpatches-sequences/<method>/<train set>/seed<seed>/<subset> for a model")
+    seq.set_defaults(func=_evaluate_sequences, descriptor_files=None)
+
+
+def _evaluate_sequences(args: argparse.Namespace) -> int:
+    from descbench.data.hpatches_sequences import load_sequences
+    from descbench.evaluate import sequences
+    from descbench.evaluate.hpatches import write_result_set
+
+    if args.max_keypoints < 1:
+        raise DescbenchError(f"--max-keypoints must be >= 1, got {args.max_keypoints}")
+    source = _source(args)
+    label = _label(args, source)
+    out = _prepare_out(args.out or _default_out("hpatches-sequences", source, args.subset), sequences.RESULT_FILES,
+                       "HPatches sequences", source, label, args.force)
+    data = load_sequences(args.data, args.subset)
+    release = _released(args)
+    if release is not None:
+        from descbench import weights
+
+        overlap = weights.check_evaluation(release, hpatches_sequences=[s.name for s in data],
+                                           allow=args.allow_train_overlap)
+    extractor = _extractor(args)
+    pairs = sequences.evaluate(extractor, data, args.max_keypoints)
+    summary = sequences.summarise(pairs)
+    summary.update(descriptor=label, source=source, subset=args.subset, max_keypoints=args.max_keypoints,
+                   magnification=sequences.MAGNIFICATION, patch_size=extractor.descriptor.patch_size,
+                   ransac_threshold=sequences.RANSAC_THRESHOLD)
+    if release is not None:
+        _note_release(summary, release, overlap)
+    write_result_set(out, {"pairs": pairs}, summary, sequences.RESULT_FILES, "HPatches sequences")
+    print(sequences.format_summary(summary))
+    print(f"-> {out}")
+    return 0

@@ -7,6 +7,7 @@
 
 RAW_HPATCHES = f"{DATA}/raw/hpatches-release"
 RAW_TASKS = f"{DATA}/raw/hpatches-tasks"
+RAW_SEQUENCES = f"{DATA}/raw/hpatches-sequences-release"  # the downstream image-matching data
 UBC_ARRAYS = ("patches.npy", "labels.npy", "pairs_100k.npy", "meta.json")
 
 
@@ -77,6 +78,7 @@ else:
             [directory(f"{DATA}/raw/ubc/{s}") for s in UBC_SETS],
             directory(RAW_HPATCHES),
             directory(RAW_TASKS),
+            directory(RAW_SEQUENCES),
         log:
             f"{RESULTS}/logs/data/make_mini.log",
         benchmark:
