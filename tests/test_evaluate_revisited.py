@@ -278,3 +278,18 @@ def test_cli_without_an_image_index(data_root, tmp_path, capsys):
     assert cli.main(["evaluate", "ubc", "--descriptors", desc, "--data", str(root), "--test-set", "toy",
                      "--out", str(tmp_path / "x"), "--metric", "fpr95,map"]) == 2
     assert "use a comma list of fpr95, revisited-map" in capsys.readouterr().err
+
+
+def test_make_mini_writes_each_patch_photo_as_its_reference_image(tmp_path):
+    """make-mini's interest.txt gives every patch its photo, so the 3D points' patches share one image and
+    `evaluate ubc` scores the revisited mAP on the mini sets too."""
+    from descbench.data import mini
+
+    generated = mini.make_ubc_set("mini_liberty", seed=0, part=0, scale=0.3)
+    set_dir = tmp_path / "raw" / "ubc" / "mini_liberty"
+    set_dir.mkdir(parents=True)
+    mini.write_ubc_raw(set_dir, generated["patches"], generated["labels"], generated["m50"], generated["interest"])
+    ids = revisited.read_image_index(set_dir / "interest.txt", len(generated["labels"]), "regenerate it")
+    assert len(np.unique(ids)) == len(mini.UBC_SCENES["mini_liberty"])
+    for label in np.unique(generated["labels"]):
+        assert len(np.unique(ids[generated["labels"] == label])) == 1

@@ -52,7 +52,7 @@ from descbench.progress import progress
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: interest.txt per UBC set, the HPatches full-image sequences
 MINI_RECORD = "mini.json"
 
 UBC_SCENES = {
@@ -271,8 +271,10 @@ def _write_int_rows(path: Path, rows: np.ndarray) -> None:
     path.write_text("".join(" ".join(map(str, row)) + "\n" for row in rows.tolist()))
 
 
-def write_ubc_raw(set_dir: Path, patches: np.ndarray, labels: np.ndarray, m50_files: dict[str, np.ndarray]) -> None:
-    """Write patches/labels/pair rows in the original UBC layout (BMP tiles, info.txt, m50 files)."""
+def write_ubc_raw(set_dir: Path, patches: np.ndarray, labels: np.ndarray, m50_files: dict[str, np.ndarray],
+                  interest: np.ndarray) -> None:
+    """Write patches/labels/pair rows in the original UBC layout (BMP tiles, info.txt, interest.txt, m50
+    files). ``interest`` has a row per patch: reference image id, x, y, orientation (degrees), scale."""
     import cv2
 
     per_tile = ubc.PATCHES_PER_TILE
@@ -286,12 +288,15 @@ def write_ubc_raw(set_dir: Path, patches: np.ndarray, labels: np.ndarray, m50_fi
         if not cv2.imwrite(str(set_dir / f"patches{t:04d}.bmp"), tile):
             raise DescbenchError(f"could not write {set_dir / f'patches{t:04d}.bmp'}")
     _write_int_rows(set_dir / "info.txt", np.stack([labels, np.zeros_like(labels)], axis=1))
+    (set_dir / "interest.txt").write_text("".join(
+        f"{int(row[0])} {row[1]:.2f} {row[2]:.2f} {row[3]:.2f} {row[4]:.2f}\n" for row in interest.tolist()))
     for name, rows in m50_files.items():
         _write_int_rows(set_dir / name, rows)
 
 
 def make_ubc_set(set_name: str, seed: int, part: int, scale: float) -> dict:
-    """Generate one UBC-like set in memory: patches, labels, and the rows of both m50 files."""
+    """Generate one UBC-like set in memory: patches, labels, the rows of both m50 files and of interest.txt
+    (each patch's photo as its reference image, and the keypoint it was cut around)."""
     rng = np.random.default_rng([seed, part])
     photos = [load_photo(name) for name in UBC_SCENES[set_name]]
     points = [(photo_index, point) for photo_index, photo in enumerate(photos)
@@ -300,12 +305,14 @@ def make_ubc_set(set_name: str, seed: int, part: int, scale: float) -> dict:
     n_least = max(8, round(UBC_MIN_POINTS * scale))
     if n_points < n_least:
         raise DescbenchError(f"mini UBC {set_name}: only {len(points)} keypoints usable, {n_least} needed")
-    patches, labels = [], []
+    patches, labels, interest = [], [], []
     for point_id, chosen in enumerate(np.sort(rng.choice(len(points), n_points, replace=False))):
         photo_index, point = points[chosen]
         n_views = int(rng.integers(UBC_VIEWS[0], UBC_VIEWS[1] + 1))
         patches.extend(_ubc_view(photos[photo_index], point, rng) for _ in range(n_views))
         labels.extend([point_id] * n_views)
+        x, y, side, angle = point
+        interest.extend([(photo_index, x, y, math.degrees(angle), side)] * n_views)
     patches_arr = np.stack(patches)
     labels_arr = np.array(labels, dtype=np.int64)
     n_matches = max(4, round(UBC_MATCHES * scale))
@@ -315,6 +322,7 @@ def make_ubc_set(set_name: str, seed: int, part: int, scale: float) -> dict:
         "patches": patches_arr,
         "labels": labels_arr,
         "m50": {f"m50_{len(big)}_{len(big)}_0.txt": big, f"m50_{len(small)}_{len(small)}_0.txt": small},
+        "interest": np.array(interest, dtype=np.float64),
     }
 
 
@@ -514,7 +522,8 @@ def make_mini(out_root: str | Path, seed: int = 0, scale: float = 1.0) -> MiniDa
                                               logger=log)):
             if name in UBC_SCENES:
                 generated = make_ubc_set(name, seed, part, scale)
-                write_ubc_raw(ubc_tmp[name], generated["patches"], generated["labels"], generated["m50"])
+                write_ubc_raw(ubc_tmp[name], generated["patches"], generated["labels"], generated["m50"],
+                              generated["interest"])
                 biggest = max(generated["m50"], key=lambda f: len(generated["m50"][f]))
                 result.ubc[name] = {"patches": generated["patches"], "labels": generated["labels"],
                                     "m50": generated["m50"][biggest], "m50_file": biggest}
