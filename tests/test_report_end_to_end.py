@@ -153,8 +153,17 @@ def test_report_writes_every_table_figure_and_test(tmp_path):
     assert match.delta < 0 and match.ci_low <= match.delta <= match.ci_high
 
     tests = pd.read_csv(tmp_path / "out/stats/tests.csv")
-    assert {"ubc_fpr95", "hpatches", "ablations", "ablations-seeds"} <= set(tests.family)
+    assert set(tests.family) == {"ubc_fpr95", "hpatches", "ablations"}
+    assert not tests.duplicated(["family", "comparison", "endpoint"]).any()  # one test per comparison
+    assert not tests.test.str.contains("McNemar").any()
+    assert set(tests.test) == {"paired cluster bootstrap over 3D points",
+                               "Wilcoxon signed-rank over sequences (two-sided)"}  # two seeds: no t-test
     assert tests.caveat.notna().all() and tests.inputs.notna().all()
+    # the ablation's UBC row is the UBC table's mean-column test, not a second test of the same thing
+    same = tests[(tests.comparison == "balanced-no-annealing vs balanced")
+                 & tests.endpoint.isin(["FPR95 mean", "UBC FPR95"])]
+    assert len(same) == 2 and same.p.nunique() == 1
+    assert (tests[tests.test.str.startswith("paired cluster")].p >= 1 / 201 - 1e-12).all()
     tested = tests.p.notna()
     assert tested.sum() > 0 and tests.p_holm[~tested].isna().all()
     assert (tests.p_holm[tested] >= tests.p[tested] - 1e-12).all()
