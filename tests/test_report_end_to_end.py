@@ -178,3 +178,29 @@ def test_report_cli_names_a_missing_score_file(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "evaluate_ubc_model" in err
+
+
+def test_three_seeds_compare_trained_methods_by_a_paired_t_test_over_seeds(tmp_path):
+    """With >= 3 seeds two trained methods are compared over seeds; handcrafted rows (no seed) keep
+    the per-unit tests; the t-test's p is scipy's on the per-seed values."""
+    from scipy import stats as sps
+
+    from descbench.report.build import ReportBuilder
+    from descbench.report.scores import ReportConfig, Results
+
+    cfg = synthetic_config(seeds=(0, 1, 2))
+    truth = make_results(tmp_path, cfg)
+    rc = ReportConfig.from_config(cfg)
+    builder = ReportBuilder(rc, Results(tmp_path, rc))
+    builder.ubc_table()
+    builder.hpatches_table()
+    tests = builder.tests.frame()
+    learned = tests[tests.comparison.str.startswith(("hardnet", "balanced-no-annealing"))]
+    assert set(learned.test) == {"paired t-test over seeds"}
+    assert "verification mAP" in set(learned.endpoint)  # testable over seeds, unlike over sequences
+    assert set(tests[tests.comparison.str.startswith(("sift", "raw"))].test) == {
+        "paired cluster bootstrap over 3D points", "Wilcoxon signed-rank over sequences (two-sided)"}
+    row = tests[(tests.comparison == "hardnet vs balanced") & (tests.endpoint == "FPR95 s1→s2")].iloc[0]
+    expected = sps.ttest_rel([truth[("hardnet", "s1", "s2", s)] for s in cfg["seeds"]],
+                             [truth[("balanced", "s1", "s2", s)] for s in cfg["seeds"]])
+    assert row.p == pytest.approx(expected.pvalue) and row.statistic == pytest.approx(expected.statistic)
