@@ -204,3 +204,19 @@ def test_three_seeds_compare_trained_methods_by_a_paired_t_test_over_seeds(tmp_p
     expected = sps.ttest_rel([truth[("hardnet", "s1", "s2", s)] for s in cfg["seeds"]],
                              [truth[("balanced", "s1", "s2", s)] for s in cfg["seeds"]])
     assert row.p == pytest.approx(expected.pvalue) and row.statistic == pytest.approx(expected.statistic)
+
+
+def test_manifest_lists_size_and_sha256_and_names_a_missing_file(tmp_path, capsys):
+    import hashlib
+
+    first, second = tmp_path / "a.csv", tmp_path / "b b.json"
+    first.write_text("x,y\n1,2\n")
+    second.write_text("{}")
+    out = tmp_path / "manifests" / "ubc_scores.tsv"
+    assert main(["manifest", "--out", str(out), str(first), str(second)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path\tbytes\tsha256"
+    assert lines[1] == f"{first}\t8\t{hashlib.sha256(b'x,y' + bytes([10]) + b'1,2' + bytes([10])).hexdigest()}"
+    assert lines[2].split("\t")[:2] == [str(second), "2"]
+    assert main(["manifest", "--out", str(out), str(tmp_path / "gone.csv")]) == 2
+    assert "gone.csv is missing" in capsys.readouterr().err
