@@ -133,3 +133,23 @@ def test_paired_t_needs_two_seeds():
     assert np.isnan(stats.paired_t([0.1], [0.2])[1])
     stat, p = stats.paired_t([0.1, 0.2, 0.4], [0.2, 0.25, 0.6])
     assert p == pytest.approx(sps.ttest_rel([0.1, 0.2, 0.4], [0.2, 0.25, 0.6]).pvalue)
+
+
+def test_caption_derives_whether_holm_can_reach_alpha():
+    from descbench.report.build import Comparison, TestLog, reach_note
+
+    def family(n_tests: int, n_sequences: int):
+        log = TestLog()
+        wilcoxon = Comparison("Wilcoxon signed-rank over sequences (two-sided)", "Wilcoxon", 0.0, 0.2,
+                              stats.wilcoxon_min_p(n_sequences), n_sequences, "", "")
+        for k in range(n_tests):
+            log.add("hpatches", f"m{k} vs ref", "matching mAP", wilcoxon)
+        return log.family("hpatches")
+
+    # the mini preset: 8 sequences, 11 methods x 2 tasks; 22 x 2/256 = 0.17 >= 0.05
+    note = reach_note(family(22, 8), 0.05, "HPatches")
+    assert "2/2^8 = 0.0078" in note and "22 comparisons" in note and "at least 0.17" in note
+    assert "no HPatches difference can reach p < 0.05" in note
+    # 4 comparisons over 8 sequences (4 x 2/256 = 0.031), or 22 over 116: reachable
+    assert "can reach p < 0.05 (smallest reachable adjusted p 0.031)" in reach_note(family(4, 8), 0.05, "x")
+    assert "no " not in reach_note(family(22, 116), 0.05, "HPatches")

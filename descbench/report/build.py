@@ -119,8 +119,9 @@ def reach_note(tests: pd.DataFrame, alpha: float, what: str) -> str:
             why = (f"with {int(group['n'].max())} sequences the smallest two-sided Wilcoxon p is "
                    f"2/2^{int(group['n'].max())} = {p_min:.2g}" if name.startswith("Wilcoxon") else
                    f"the smallest {name} p is {p_min:.2g}")
-            limits.append(f"{why}, so after Holm over this table's {m} comparisons (at least "
-                          f"{floor:.2g}) no {what} difference tested by {name} can reach p < {alpha}")
+            by = f" tested by {name}" if tested["test"].nunique() > 1 else ""
+            limits.append(f"{why}, so after Holm over this table's {m} comparisons (adjusted p at least "
+                          f"{floor:.2g}) no {what} difference{by} can reach p < {alpha}")
     if limits:
         return "; ".join(limits)[0].upper() + "; ".join(limits)[1:] + "."
     return (f"Holm over this table's {m} comparisons can reach p < {alpha} (smallest reachable adjusted "
