@@ -120,3 +120,16 @@ def test_report_tables_compile_in_a_two_column_article(tmp_path):
     assert (tmp_path / "doc.pdf").stat().st_size > 0
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert "Overfull \\hbox" not in log and "Missing character" not in log
+
+
+def test_latex_row_groups_put_each_group_under_its_own_heading():
+    table = Table(title="Ablations", row_header="comparison", rows=["v1: UBC", "v1: HP", "v2: UBC"],
+                  columns=["ref", "Δ", "p"], cells=[["1", "+1", "0.5"], ["2", "-1", "–"], ["3", "+2", "0.1"]],
+                  row_groups=[("v1", ["UBC", "HP"]), ("v2", ["UBC"])])
+    lines = to_latex(table, "ablations").splitlines()
+    first = lines.index(r"\multicolumn{4}{l}{\emph{v1}} \\")
+    assert lines[first - 1] == r"\midrule" and lines[first + 1:first + 3] == [r"UBC & 1 & +1 & 0.5 \\",
+                                                                           r"HP & 2 & -1 & -- \\"]
+    assert lines[first + 3:first + 6] == [r"\midrule", r"\multicolumn{4}{l}{\emph{v2}} \\",
+                                          r"UBC & 3 & +2 & 0.1 \\"]
+    assert "| v1: UBC | 1 | +1 | 0.5 |" in to_markdown(table)  # Markdown keeps the full labels

@@ -561,9 +561,11 @@ class ReportBuilder:
                 notes.append(f"No ablation variants ('{ref}-...') are configured.")
         if cfg.released:
             notes.append(f"Released weights ({RELEASED_TAG}) take no part in the ablations.")
+        row_groups = [(variant, [r.split(": ", 1)[1] for r in rows if r.startswith(f"{variant}: ")])
+                      for variant in cfg.variants]
         return Table(title=f"Ablations against {ref or 'no reference'} ({cfg.preset} preset)",
                      row_header="comparison",
-                     rows=rows, columns=columns, cells=cells, notes=notes,
+                     rows=rows, columns=columns, cells=cells, notes=notes, row_groups=row_groups or None,
                      tidy=pd.DataFrame(tidy, columns=["variant", "endpoint", "reference", "value",
                                                       "delta", "ci_low", "ci_high", "test", "p",
                                                       "p_holm"]))

@@ -102,11 +102,25 @@ def _boundaries(runs: list[Run]) -> list[int]:
     return [r.offset for r in runs if r.offset > 0]
 
 
-BALANCE_NOTE = ("Balance losses (stage 1 and annealing) are not bounded below by 0: per class they are "
-                "w[R a² + (m − b)₊² − m²], with the bound m (grey, right axis) re-estimated from every "
-                "batch in stage 1 and fixed at B/2 in annealing, where each cycle also masks more "
-                "triplets. As training pulls positives in, m falls and the loss rises by construction: "
-                "a rising curve is not divergence; the validation FPR95 (top) shows progress.")
+BALANCE_NOTE = ("Balance losses are not bounded below by 0: per class they are w[R a² + (m − b)₊² − m²] "
+                "with the bound m (grey, right axis). In stage 1, m is re-estimated from every batch and "
+                "falls as training pulls positives in, so the loss rises by construction; in annealing, "
+                "m is fixed at B/2 and each cycle masks more triplets (a masked one adds 0 instead of a "
+                "negative term), so the loss rises towards 0. A rising balance loss is not divergence: "
+                "the validation FPR95 (top) shows progress.")
+
+
+def run_colours(chains: list[list[str]]) -> dict[str, tuple]:
+    """A distinct colour per run: a light and a dark shade of one hue for a method's stage 1 and its
+    annealing (tab20 pairs), so 11 runs never share a colour; a shared stage 1 keeps its first hue."""
+    palette = plt.get_cmap("tab20").colors
+    colours: dict[str, tuple] = {}
+    for k, chain in enumerate(chains):
+        dark, light = palette[(2 * k) % 20], palette[(2 * k + 1) % 20]
+        for name in chain:
+            colours.setdefault(name, dark if name == chain[-1] and len(chain) > 1 else
+                               light if len(chain) > 1 else dark)
+    return colours
 
 
 def training_curves(chains: list[list[str]], metrics: dict[str, pd.DataFrame], title: str,
@@ -124,7 +138,7 @@ def training_curves(chains: list[list[str]], metrics: dict[str, pd.DataFrame], t
     fig = plt.figure(figsize=(3.6 * n_cols, 3.2 + 2.3 * n_rows), layout="constrained")
     grid = fig.add_gridspec(n_rows + 1, n_cols, height_ratios=[1.5] + [1] * n_rows)
     ax_val = fig.add_subplot(grid[0, :])
-    colours = {}
+    colours = run_colours(chains)
     drawn = set()
     for chain in chains:
         for run in chained(chain, metrics):
@@ -132,12 +146,10 @@ def training_curves(chains: list[list[str]], metrics: dict[str, pd.DataFrame], t
                 continue
             drawn.add(run.name)
             val = run.metrics.dropna(subset=["val_fpr95"]) if "val_fpr95" in run.metrics else run.metrics[:0]
-            if val.empty:
-                continue
-            line, = ax_val.plot(val["step"] + run.offset, 100 * pd.to_numeric(val["val_fpr95"]),
-                                marker="o", ms=3, lw=1, label=f"{run.name} ({run.stage})",
-                                ls="-" if run.stage == "stage 1" else "--")
-            colours[run.name] = line.get_color()
+            if not val.empty:
+                ax_val.plot(val["step"] + run.offset, 100 * pd.to_numeric(val["val_fpr95"]), marker="o",
+                            ms=3, lw=1, color=colours[run.name], label=f"{run.name} ({run.stage})",
+                            ls="-" if run.stage == "stage 1" else "--")
     for x in sorted({b for chain in chains for b in _boundaries(chained(chain, metrics))}):
         ax_val.axvline(x, **BOUNDARY_STYLE)
     ax_val.set_xlabel("training step (annealing continues the step count of its stage 1; dotted: "
@@ -201,6 +213,19 @@ def _stacked(runs: list[tuple[str, dict[str, np.ndarray]]], key: str):
     return np.concatenate(images), np.concatenate(steps), starts
 
 
+def _unrecorded(fractions: np.ndarray, steps: np.ndarray) -> list[tuple[float, float]]:
+    """(first, last + 1) step of every stretch of steps without a recorded histogram."""
+    missing = np.all(np.isnan(fractions), axis=1)
+    spans, start = [], None
+    for k, gap in enumerate(missing):
+        if gap and start is None:
+            start = steps[k]
+        if start is not None and (not gap or k == len(missing) - 1):
+            spans.append((start, steps[k] + 1 if gap else steps[k]))
+            start = None
+    return spans
+
+
 def difficulty(chains: list[list[str]], diagnostics: dict[str, dict[str, np.ndarray]],
                title: str) -> plt.Figure:
     """``chains``: the reference then each ablation, as its runs (stage 1 first); ``diagnostics``: run
@@ -232,6 +257,11 @@ def difficulty(chains: list[list[str]], diagnostics: dict[str, dict[str, np.ndar
                 ax.set_facecolor("0.88")  # steps where this quantity was not recorded
                 for start in starts[1:]:
                     ax.axvline(start, color="white", ls=":", lw=1.2)
+                for lo, hi in _unrecorded(fractions, steps):
+                    ax.text((lo + hi) / 2, 0.5, "not recorded", ha="center", va="center", fontsize=8,
+                            color="0.35", transform=ax.get_xaxis_transform())
+                if key == "hist_w":  # a weight in [0, 1]
+                    ax.set_ylim(edges[0], 1.05)
                 ax.tick_params(labelsize=7)
                 if row == len(chains) - 1:
                     ax.set_xlabel("training step", fontsize=7)

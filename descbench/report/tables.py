@@ -34,6 +34,8 @@ class Table:
     tidy: pd.DataFrame | None = None
     # LaTeX header: (group label, sub-column labels) in column order; "" leaves a group unlabelled
     groups: list[tuple[str, list[str]]] | None = None
+    # LaTeX rows: (group label, the short labels of its rows) in row order, each group under a rule
+    row_groups: list[tuple[str, list[str]]] | None = None
 
     def emphasis(self) -> list[list[str | None]]:
         """'best' / 'second' / None per cell, ranked per column over the finite values."""
@@ -99,8 +101,23 @@ def to_latex(table: Table, label: str = "") -> str:
         lines.append(f"\\label{{tab:{label}}}")
     lines += [r"\resizebox{\ifdim\width>\columnwidth\columnwidth\else\width\fi}{!}{%",
               f"\\begin{{tabular}}{{{spec}}}", r"\toprule"]
-    lines += _latex_header(table) + [r"\midrule"]
-    for row, cells, row_marks in zip(table.rows, table.cells, marks):
+    lines += _latex_header(table)
+    starts, labels = {}, list(table.rows)
+    if table.row_groups:
+        labels = [label for _group, rows in table.row_groups for label in rows]
+        if len(labels) != len(table.rows):
+            raise ValueError(f"table {table.title!r}: the row groups name {len(labels)} rows, the table "
+                             f"has {len(table.rows)}")
+        first = 0
+        for group, rows in table.row_groups:
+            starts[first] = group
+            first += len(rows)
+    else:
+        lines.append(r"\midrule")
+    for i, (row, cells, row_marks) in enumerate(zip(labels, table.cells, marks)):
+        if i in starts:
+            lines += [r"\midrule",
+                      f"\\multicolumn{{{len(table.columns) + 1}}}{{l}}{{\\emph{{{latex_escape(starts[i])}}}}} \\\\"]
         out = [latex_escape(row)]
         for cell, mark in zip(cells, row_marks):
             text = latex_escape(cell)
