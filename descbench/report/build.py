@@ -265,7 +265,8 @@ class ReportBuilder:
         else:
             observed = float(np.mean(own) - np.mean(base))
             diffs = self.ubc_differences(method)[:, j]
-            tests = sorted({te for _tr, te in cfg.ubc_columns()})
+            columns = cfg.ubc_columns()
+            tests = [columns[j][1]] if j < len(columns) else sorted({te for _tr, te in columns})
             result = Comparison(
                 "paired cluster bootstrap over 3D points", "cluster bootstrap", 100 * observed,
                 stats.bootstrap_pvalue(diffs, observed), stats.bootstrap_min_p(cfg.n_bootstrap),
