@@ -215,10 +215,10 @@ def check_command(rule: str, command: str, cfg: dict) -> None:
 @pytest.mark.parametrize("base, rules", [
     (PAPER, {"download_ubc", "download_hpatches", "download_hpatches_tasks", "prepare_ubc",
              "prepare_hpatches", "train", "evaluate_ubc_model", "evaluate_ubc_handcrafted",
-             "evaluate_hpatches_model", "evaluate_hpatches_handcrafted", "report"}),
+             "evaluate_hpatches_model", "evaluate_hpatches_handcrafted", "report_manifest", "report"}),
     (MINI, {"make_mini", "prepare_ubc", "prepare_hpatches", "train", "evaluate_ubc_model",
             "evaluate_ubc_handcrafted", "evaluate_hpatches_model", "evaluate_hpatches_handcrafted",
-            "report"}),
+            "report_manifest", "report"}),
 ], ids=["paper", "mini"])
 def test_every_shell_command_quotes_paths_with_spaces_and_non_ascii_letters(tmp_path, base, rules):
     cfg = with_paths(base)
