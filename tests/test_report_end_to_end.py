@@ -153,8 +153,17 @@ def test_report_writes_every_table_figure_and_test(tmp_path):
     assert match.delta < 0 and match.ci_low <= match.delta <= match.ci_high
 
     tests = pd.read_csv(tmp_path / "out/stats/tests.csv")
-    assert {"ubc_fpr95", "hpatches", "ablations", "ablations-seeds"} <= set(tests.family)
+    assert set(tests.family) == {"ubc_fpr95", "hpatches", "ablations"}
+    assert not tests.duplicated(["family", "comparison", "endpoint"]).any()  # one test per comparison
+    assert not tests.test.str.contains("McNemar").any()
+    assert set(tests.test) == {"paired cluster bootstrap over 3D points",
+                               "Wilcoxon signed-rank over sequences (two-sided)"}  # two seeds: no t-test
     assert tests.caveat.notna().all() and tests.inputs.notna().all()
+    # the ablation's UBC row is the UBC table's mean-column test, not a second test of the same thing
+    same = tests[(tests.comparison == "balanced-no-annealing vs balanced")
+                 & tests.endpoint.isin(["FPR95 mean", "UBC FPR95"])]
+    assert len(same) == 2 and same.p.nunique() == 1
+    assert (tests[tests.test.str.startswith("paired cluster")].p >= 1 / 201 - 1e-12).all()
     tested = tests.p.notna()
     assert tested.sum() > 0 and tests.p_holm[~tested].isna().all()
     assert (tests.p_holm[tested] >= tests.p[tested] - 1e-12).all()
@@ -169,3 +178,45 @@ def test_report_cli_names_a_missing_score_file(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "evaluate_ubc_model" in err
+
+
+def test_three_seeds_compare_trained_methods_by_a_paired_t_test_over_seeds(tmp_path):
+    """With >= 3 seeds two trained methods are compared over seeds; handcrafted rows (no seed) keep
+    the per-unit tests; the t-test's p is scipy's on the per-seed values."""
+    from scipy import stats as sps
+
+    from descbench.report.build import ReportBuilder
+    from descbench.report.scores import ReportConfig, Results
+
+    cfg = synthetic_config(seeds=(0, 1, 2))
+    truth = make_results(tmp_path, cfg)
+    rc = ReportConfig.from_config(cfg)
+    builder = ReportBuilder(rc, Results(tmp_path, rc))
+    builder.ubc_table()
+    builder.hpatches_table()
+    tests = builder.tests.frame()
+    learned = tests[tests.comparison.str.startswith(("hardnet", "balanced-no-annealing"))]
+    assert set(learned.test) == {"paired t-test over seeds"}
+    assert "verification mAP" in set(learned.endpoint)  # testable over seeds, unlike over sequences
+    assert set(tests[tests.comparison.str.startswith(("sift", "raw"))].test) == {
+        "paired cluster bootstrap over 3D points", "Wilcoxon signed-rank over sequences (two-sided)"}
+    row = tests[(tests.comparison == "hardnet vs balanced") & (tests.endpoint == "FPR95 s1→s2")].iloc[0]
+    expected = sps.ttest_rel([truth[("hardnet", "s1", "s2", s)] for s in cfg["seeds"]],
+                             [truth[("balanced", "s1", "s2", s)] for s in cfg["seeds"]])
+    assert row.p == pytest.approx(expected.pvalue) and row.statistic == pytest.approx(expected.statistic)
+
+
+def test_manifest_lists_size_and_sha256_and_names_a_missing_file(tmp_path, capsys):
+    import hashlib
+
+    first, second = tmp_path / "a.csv", tmp_path / "b b.json"
+    first.write_text("x,y\n1,2\n")
+    second.write_text("{}")
+    out = tmp_path / "manifests" / "ubc_scores.tsv"
+    assert main(["manifest", "--out", str(out), str(first), str(second)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path\tbytes\tsha256"
+    assert lines[1] == f"{first}\t8\t{hashlib.sha256(b'x,y' + bytes([10]) + b'1,2' + bytes([10])).hexdigest()}"
+    assert lines[2].split("\t")[:2] == [str(second), "2"]
+    assert main(["manifest", "--out", str(out), str(tmp_path / "gone.csv")]) == 2
+    assert "gone.csv is missing" in capsys.readouterr().err

@@ -23,25 +23,6 @@ def test_holm_caps_at_one_and_skips_nan():
     assert stats.holm([0.2, np.nan])[0] == pytest.approx(0.2)  # one test: no correction
 
 
-@pytest.mark.parametrize("b, c", [(0, 0), (3, 3), (1, 9), (12, 4), (0, 7), (40, 61)])
-def test_mcnemar_exact_equals_scipy_binomtest(b, c):
-    expected = 1.0 if b + c == 0 else sps.binomtest(b, b + c, 0.5).pvalue
-    assert stats.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-12)
-
-
-def test_mcnemar_counts_discordant_false_positives_at_own_thresholds():
-    is_match = np.array([1, 1, 1, 1, 0, 0, 0, 0])
-    # A: match distances up to 0.4, accepts the non-matches at 0.3 and 0.35; B accepts only 0.2
-    dist_a = np.array([0.1, 0.2, 0.3, 0.4, 0.3, 0.35, 0.9, 0.8])
-    dist_b = np.array([0.0, 0.1, 0.2, 0.25, 0.2, 0.5, 0.9, 0.8])
-    b, c, p = stats.mcnemar_negatives(dist_a, dist_b, is_match)
-    assert (b, c) == (1, 0)
-    assert p == pytest.approx(1.0)
-    # the accepted fraction at the own threshold is FPR95 itself
-    assert stats.false_positives_at_recall(dist_a, is_match).mean() == pytest.approx(
-        fpr95(dist_a, is_match))
-
-
 def test_weighted_fpr95_with_unit_weights_equals_fpr95_including_ties():
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -71,13 +52,14 @@ def test_cluster_bootstrap_interval_contains_the_true_difference():
     noise = rng.normal(0, 1, n_pairs)
     dist_a = noise + np.where(is_match == 1, 0, mu_a)
     dist_b = noise + np.where(is_match == 1, 0, mu_b)
-    group = stats.UBCGroup(point1, point2, is_match, [(dist_a, dist_b)])
-    boot = stats.ubc_bootstrap([group], 400, np.random.default_rng(1))
+    group = stats.UBCGroup(point1, point2, is_match, [dist_a, dist_b])
+    fprs = stats.ubc_bootstrap(group, 400, np.random.default_rng(1))
+    boot = fprs[:, 0] - fprs[:, 1]
     lo, hi = stats.percentile_interval(boot, 0.05)
     observed = fpr95(dist_a, is_match) - fpr95(dist_b, is_match)
     assert lo < observed < hi
     assert lo < true_diff < hi
-    assert lo > 0 and stats.bootstrap_pvalue(boot) < 0.05
+    assert lo > 0 and stats.bootstrap_pvalue(boot, observed) == pytest.approx(1 / 401)  # none crosses 0
 
 
 def test_stratified_weights_keep_category_sizes():
@@ -103,7 +85,71 @@ def test_wilcoxon_matches_scipy_and_handles_identical_inputs():
     assert stats.wilcoxon_paired(a, a) == (0.0, 1.0)
 
 
+def test_bootstrap_pvalue_counts_null_centred_resamples():
+    # observed 1.0; resamples centred on it: |d - 1| >= 1 for 0.0, -0.5 and 2.5 -> k = 3 of B = 6
+    samples = np.array([0.0, 0.5, 1.5, -0.5, 2.5, 1.0])
+    assert stats.bootstrap_pvalue(samples, 1.0) == pytest.approx((3 + 1) / (6 + 1))
+    assert stats.bootstrap_pvalue(np.array([0.9, 1.1, 1.2]), 1.0) == pytest.approx(1 / 4)  # the floor
+    assert stats.bootstrap_pvalue(samples, 0.0) == pytest.approx(1.0)  # no observed difference
+    assert stats.bootstrap_min_p(2000) == pytest.approx(1 / 2001)
+
+
+def test_wilcoxon_hand_case_and_its_floor():
+    # 8 pairs, every difference positive and distinct: the exact two-sided p is 2/2^8
+    a = np.array([0.50, 0.61, 0.42, 0.70, 0.33, 0.58, 0.47, 0.66])
+    b = a - np.array([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08])
+    stat, p = stats.wilcoxon_paired(a, b)
+    assert stat == 0.0 and p == pytest.approx(2 / 2**8)
+    assert p == pytest.approx(sps.wilcoxon(a, b, method="exact").pvalue)
+    assert stats.wilcoxon_min_p(8) == pytest.approx(p)
+    # one difference against the others: W = rank 1, p = 2 * P(W <= 1) = 2 * 2/256
+    b2 = b.copy()
+    b2[0] = a[0] + 0.01
+    assert stats.wilcoxon_paired(a, b2) == pytest.approx((1.0, 4 / 256))
+
+
+def test_holm_floor_says_when_no_test_can_pass():
+    # 22 Wilcoxon tests over 8 sequences (the mini HPatches table): at least 22 * 2/256 = 0.17
+    floors = stats.holm_floor([stats.wilcoxon_min_p(8)] * 22)
+    assert floors == pytest.approx([22 * 2 / 256] * 22)
+    # 4 bootstrap (1/2001) and 8 Wilcoxon tests: the bootstraps can reach 4/2001, the Wilcoxon ones
+    # no lower than 8 * 2/256 = 0.0625 (the 8 of them share the floor), whatever the bootstrap gives
+    floors = stats.holm_floor([1 / 2001] * 4 + [2 / 256] * 8)
+    assert floors[:4] == pytest.approx(12 / 2001) and floors[4:] == pytest.approx(8 * 2 / 256)
+    # t-tests have no floor
+    assert stats.holm_floor([0.0, 0.0]) == pytest.approx([0.0, 0.0])
+
+
+def test_holm_floor_is_a_lower_bound_of_holm():
+    rng = np.random.default_rng(7)
+    floors = np.array([1 / 201] * 5 + [2 / 256] * 6)
+    bound = stats.holm_floor(floors)
+    for _ in range(200):
+        p = floors * (1 + rng.exponential(2.0, floors.size))  # any p at or above each floor
+        assert np.all(stats.holm(p) >= bound - 1e-15)
+
+
 def test_paired_t_needs_two_seeds():
     assert np.isnan(stats.paired_t([0.1], [0.2])[1])
     stat, p = stats.paired_t([0.1, 0.2, 0.4], [0.2, 0.25, 0.6])
     assert p == pytest.approx(sps.ttest_rel([0.1, 0.2, 0.4], [0.2, 0.25, 0.6]).pvalue)
+
+
+def test_caption_derives_whether_holm_can_reach_alpha():
+    from descbench.report.build import Comparison, TestLog, reach_note
+
+    def family(n_tests: int, n_sequences: int):
+        log = TestLog()
+        wilcoxon = Comparison("Wilcoxon signed-rank over sequences (two-sided)", "Wilcoxon", 0.0, 0.2,
+                              stats.wilcoxon_min_p(n_sequences), n_sequences, "", "")
+        for k in range(n_tests):
+            log.add("hpatches", f"m{k} vs ref", "matching mAP", wilcoxon)
+        return log.family("hpatches")
+
+    # the mini preset: 8 sequences, 11 methods x 2 tasks; 22 x 2/256 = 0.17 >= 0.05
+    note = reach_note(family(22, 8), 0.05, "HPatches")
+    assert "2/2^8 = 0.0078" in note and "22 comparisons" in note and "at least 0.17" in note
+    assert "no HPatches difference can reach p < 0.05" in note
+    # 4 comparisons over 8 sequences (4 x 2/256 = 0.031), or 22 over 116: reachable
+    assert "can reach p < 0.05 (smallest reachable adjusted p 0.031)" in reach_note(family(4, 8), 0.05, "x")
+    assert "no " not in reach_note(family(22, 116), 0.05, "HPatches")

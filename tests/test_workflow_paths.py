@@ -221,12 +221,12 @@ def check_command(rule: str, command: str, cfg: dict) -> None:
 @pytest.mark.parametrize("base, rules", [
     (PAPER, {"download_ubc", "download_hpatches", "download_hpatches_tasks", "prepare_ubc",
              "prepare_hpatches", "train", "evaluate_ubc_model", "evaluate_ubc_handcrafted",
-             "evaluate_hpatches_model", "evaluate_hpatches_handcrafted", "report",
+             "evaluate_hpatches_model", "evaluate_hpatches_handcrafted", "report_manifest", "report",
              "download_hpatches_sequences", "prepare_hpatches_sequences", "evaluate_sequences_model",
              "evaluate_sequences_handcrafted"}),
     (MINI, {"make_mini", "prepare_ubc", "prepare_hpatches", "train", "evaluate_ubc_model",
             "evaluate_ubc_handcrafted", "evaluate_hpatches_model", "evaluate_hpatches_handcrafted",
-            "report", "prepare_hpatches_sequences", "evaluate_sequences_model", "evaluate_sequences_handcrafted"}),
+            "report_manifest", "report", "prepare_hpatches_sequences", "evaluate_sequences_model", "evaluate_sequences_handcrafted"}),
 ], ids=["paper", "mini"])
 def test_every_shell_command_quotes_paths_with_spaces_and_non_ascii_letters(tmp_path, base, rules):
     cfg = with_paths(base)

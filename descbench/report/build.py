@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from descbench import weights
+from descbench import registry, weights
 from descbench.errors import DescbenchError
 from descbench.fileio import write_csv
 from descbench.report import figures, layout, stats
@@ -45,17 +45,44 @@ def released_ubc_columns(release: str, columns: list[tuple[str, str]], ubc_sets:
             if test in tested and (len(own) != 1 or train == own[0])}
 
 
+MIN_SEEDS_FOR_T = 3  # a paired t-test over seeds replaces the per-unit test from this many seeds on
+
+
+def seeds_phrase(seeds: list[int]) -> str:
+    """'mean ± sd over seeds 0, 1, 2', or 'one seed (0), so no sd' (no Python lists in captions)."""
+    if len(seeds) == 1:
+        return f"one seed ({seeds[0]}), so no sd"
+    return "mean ± sd over seeds " + ", ".join(str(s) for s in seeds)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One test of a method against the reference on one endpoint, shared by every table showing it.
+
+    ``min_p`` is the smallest p the test can give (1/(B+1) for a bootstrap, 2/2^n for Wilcoxon over n
+    sequences, 0 for a t-test), from which a table says whether Holm can reach significance at all.
+    """
+
+    test: str
+    short: str
+    statistic: float
+    p: float
+    min_p: float
+    n: int
+    inputs: str
+    caveat: str
+
+
 @dataclass
 class TestLog:
-    """Every test run for the report, Holm-adjusted within its family (one family per table)."""
+    """Every test shown in the report, one row per (table, comparison), Holm-adjusted per table."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, family: str, comparison: str, endpoint: str, test: str, inputs: str, n: int,
-            statistic: float, p: float, caveat: str) -> int:
-        self.rows.append(dict(family=family, comparison=comparison, endpoint=endpoint, test=test,
-                              inputs=inputs, n=n, statistic=statistic, p=p, p_holm=np.nan,
-                              caveat=caveat))
+    def add(self, family: str, comparison: str, endpoint: str, test: Comparison) -> int:
+        self.rows.append(dict(family=family, comparison=comparison, endpoint=endpoint, test=test.test,
+                              inputs=test.inputs, n=test.n, statistic=test.statistic, p=test.p,
+                              p_holm=np.nan, p_min=test.min_p, caveat=test.caveat))
         return len(self.rows) - 1
 
     def adjust(self) -> None:
@@ -67,10 +94,38 @@ class TestLog:
             for i, value in zip(index, adjusted):
                 self.rows[i]["p_holm"] = value
 
+    def family(self, family: str) -> pd.DataFrame:
+        return self.frame().query("family == @family")
+
     def frame(self) -> pd.DataFrame:
         columns = ["family", "comparison", "endpoint", "test", "inputs", "n", "statistic", "p",
-                   "p_holm", "caveat"]
+                   "p_holm", "p_min", "caveat"]
         return pd.DataFrame(self.rows, columns=columns)
+
+
+def reach_note(tests: pd.DataFrame, alpha: float, what: str) -> str:
+    """Whether Holm over ``tests`` (one table's family) can reach ``alpha``, derived from the smallest
+    p each test can give; names the limit of each kind of test that cannot."""
+    tested = tests[np.isfinite(tests["p"].to_numpy(dtype=float))]
+    m = len(tested)
+    if m == 0:
+        return ""
+    floors = stats.holm_floor(tested["p_min"].to_numpy(dtype=float))
+    limits = []
+    for name, group in tested.groupby("test", sort=False):
+        floor = floors[tested.index.get_indexer(group.index)].min()
+        if floor >= alpha:
+            p_min = group["p_min"].min()
+            why = (f"with {int(group['n'].max())} sequences the smallest two-sided Wilcoxon p is "
+                   f"2/2^{int(group['n'].max())} = {p_min:.2g}" if name.startswith("Wilcoxon") else
+                   f"the smallest {name} p is {p_min:.2g}")
+            by = f" tested by {name}" if tested["test"].nunique() > 1 else ""
+            limits.append(f"{why}, so after Holm over this table's {m} comparisons (adjusted p at least "
+                          f"{floor:.2g}) no {what} difference{by} can reach p < {alpha}")
+    if limits:
+        return "; ".join(limits)[0].upper() + "; ".join(limits)[1:] + "."
+    return (f"Holm over this table's {m} comparisons can reach p < {alpha} (smallest reachable adjusted "
+            f"p {floors.min():.2g}).")
 
 
 def _fmt_p(p: float) -> str:
@@ -86,12 +141,23 @@ def _pairs_aligned(a: pd.DataFrame, b: pd.DataFrame, what: str) -> None:
                              "evaluation of both on the same prepared test set")
 
 
+def stage_chain(method: str) -> list[str]:
+    """``method`` preceded by the runs it continues from (its stage 1), earliest first."""
+    known = registry.all_descriptors()
+    chain = [method]
+    while chain[0] in known and (parent := known[chain[0]].init_from) and parent not in chain:
+        chain.insert(0, parent)
+    return chain
+
+
 class ReportBuilder:
     def __init__(self, cfg: ReportConfig, results: Results):
         self.cfg = cfg
         self.results = results
         self.tests = TestLog()
         self.rng = np.random.default_rng(cfg.bootstrap_seed)
+        self._ubc_fpr_boot: dict[tuple, np.ndarray] | None = None
+        self._comparisons: dict[tuple, Comparison | None] = {}
 
     @property
     def rows(self) -> list[str]:
@@ -104,17 +170,123 @@ class ReportBuilder:
         return (f"Rows marked ({RELEASED_TAG}): the authors' released weights (descbench.weights), one "
                 f"evaluation each with the same protocol, no seeds; {tested}.")
 
+    def _by_seeds(self, method: str) -> bool:
+        """Whether ``method`` is compared with the reference over seeds (both trained, >= 3 seeds)."""
+        return self.results.is_learned(method) and len(self.cfg.seeds) >= MIN_SEEDS_FOR_T
+
+    def _own_seed(self, method: str, seed: int) -> int | None:
+        return seed if self.results.is_learned(method) else None
+
+    def _mark(self, table: Table, cell_tests: dict[tuple[str, int], int], family: str) -> None:
+        """Holm-adjust ``family`` and mark the cells whose test stays below alpha."""
+        self.tests.adjust()
+        for (method, j), k in cell_tests.items():
+            p = self.tests.rows[k]["p_holm"]
+            if np.isfinite(p) and p < self.cfg.alpha:
+                table.cells[table.rows.index(method)][j] += DAGGER
+
+    def _test_sentence(self, unit_test: str) -> str:
+        seeds = (f"; for two trained methods with >= {MIN_SEEDS_FOR_T} seeds, a paired t-test over seeds "
+                 "instead" if len(self.cfg.seeds) >= MIN_SEEDS_FOR_T else "")
+        return (f"{DAGGER}: differs from {self.cfg.reference} with Holm-adjusted p < {self.cfg.alpha} over "
+                f"this table's comparisons, by {unit_test}{seeds}. Every test is listed in "
+                f"{layout.TESTS_CSV}.")
+
     # -- UBC -----------------------------------------------------------------------------------------
     def _fpr_values(self, method: str, train: str, test: str) -> list[float]:
         return [self.results.ubc_fpr95(method, train, test, seed) for seed in self.results.seeds_of(method)]
+
+    def _bootstrapped(self) -> list[str]:
+        """Methods whose UBC runs the cluster bootstrap scores: those tested by it, and the ablation
+        variants (their intervals)."""
+        return [m for m in self.rows
+                if m != self.cfg.reference and (not self._by_seeds(m) or m in self.cfg.variants)]
+
+    def _ubc_runs_boot(self) -> dict[tuple, np.ndarray]:
+        """(method, train set, test set, seed) -> (B,) FPR95 of that run under the 3D-point resamples
+        of its test scene, every run of a scene under the same resamples."""
+        if self._ubc_fpr_boot is not None:
+            return self._ubc_fpr_boot
+        cfg, ref = self.cfg, self.cfg.reference
+        out: dict[tuple, np.ndarray] = {}
+        for test in cfg.ubc_sets:
+            trains = [tr for tr, te in cfg.ubc_columns() if te == test]
+            if not trains:
+                continue
+            first = self.results.ubc_pairs(ref, trains[0], test, cfg.seeds[0])
+            group = stats.UBCGroup(first["point1"].to_numpy(), first["point2"].to_numpy(),
+                                   first["is_match"].to_numpy())
+            keys = []
+            for method in [ref] + self._bootstrapped():
+                for train in trains:
+                    for seed in self.results.seeds_of(method):
+                        key = (method, train if self.results.is_learned(method) else None, test, seed)
+                        if key in keys:
+                            continue
+                        pairs = self.results.ubc_pairs(method, train, test, seed)
+                        _pairs_aligned(pairs, first, f"{method} vs {ref} on {test}")
+                        keys.append(key)
+                        group.distances.append(pairs["distance"].to_numpy())
+            fprs = stats.ubc_bootstrap(group, cfg.n_bootstrap, self.rng)
+            out.update({key: fprs[:, k] for k, key in enumerate(keys)})
+        self._ubc_fpr_boot = out
+        return out
+
+    def ubc_differences(self, method: str) -> np.ndarray:
+        """(B, columns + 1) bootstrap FPR95 differences method - reference per train→test column (seeds
+        paired, then averaged) and of their mean."""
+        cfg, boot = self.cfg, self._ubc_runs_boot()
+        columns = []
+        for train, test in cfg.ubc_columns():
+            own_train = train if self.results.is_learned(method) else None
+            columns.append(np.mean([boot[(method, own_train, test, self._own_seed(method, s))]
+                                    - boot[(cfg.reference, train, test, s)] for s in cfg.seeds], axis=0))
+        columns = np.stack(columns, axis=1)
+        return np.concatenate([columns, columns.mean(axis=1, keepdims=True)], axis=1)
+
+    def _ubc_seed_values(self, method: str, j: int) -> list[float]:
+        columns = self.cfg.ubc_columns()
+        if j < len(columns):
+            return self._fpr_values(method, *columns[j])
+        return list(np.mean([self._fpr_values(method, *c) for c in columns], axis=0))
+
+    def ubc_comparison(self, method: str, j: int) -> Comparison:
+        """The one test of ``method`` against the reference on UBC column ``j`` (the last: the mean)."""
+        key = ("ubc", method, j)
+        if key in self._comparisons:
+            return self._comparisons[key]
+        cfg, ref = self.cfg, self.cfg.reference
+        own, base = self._ubc_seed_values(method, j), self._ubc_seed_values(ref, j)
+        if self._by_seeds(method):
+            t, p = stats.paired_t(own, base)
+            result = Comparison("paired t-test over seeds", "t-test (seeds)", t, p, 0.0, len(own),
+                                f"FPR95 of seeds {', '.join(map(str, cfg.seeds))}",
+                                "few seeds: low power; assumes normal seed differences")
+        else:
+            observed = float(np.mean(own) - np.mean(base))
+            diffs = self.ubc_differences(method)[:, j]
+            columns = cfg.ubc_columns()
+            tests = [columns[j][1]] if j < len(columns) else sorted({te for _tr, te in columns})
+            result = Comparison(
+                "paired cluster bootstrap over 3D points", "cluster bootstrap", 100 * observed,
+                stats.bootstrap_pvalue(diffs, observed), stats.bootstrap_min_p(cfg.n_bootstrap),
+                cfg.n_bootstrap,
+                f"pairs.csv of {', '.join(tests)}; {cfg.n_bootstrap} resamples of each test scene's 3D "
+                "points (a pair weighted by its points' draw counts), seeds paired; statistic: "
+                "observed difference in FPR95 points",
+                "p = (k+1)/(B+1) from the null-centred resamples; FPR95 in the HardNet convention")
+        self._comparisons[key] = result
+        return result
 
     def ubc_table(self) -> Table:
         cfg = self.cfg
         columns = cfg.ubc_columns()
         labels = [f"{train}→{test}" for train, test in columns] + ["mean"]
+        groups = [(f"trained on {train}", [te for tr, te in columns if tr == train])
+                  for train in dict.fromkeys(tr for tr, _ in columns)] + [("", ["mean"])]
         rows = self.rows
         cells, values, tidy = [], np.full((len(rows), len(labels)), np.nan), []
-        dagger_tests: dict[tuple[str, int], list[int]] = {}
+        cell_tests: dict[tuple[str, int], int] = {}
         for i, method in enumerate(self.rows):
             row = []
             per_seed_cols = []
@@ -126,8 +298,6 @@ class ReportBuilder:
                 values[i, j] = mean
                 tidy.append(dict(method=method, train_set=train, test_set=test, n_seeds=n,
                                  fpr95_mean=mean, fpr95_sd=sd, released=False))
-                if cfg.reference is not None and method != cfg.reference:
-                    dagger_tests[(method, j)] = self._mcnemar(method, train, test)
             seed_means = list(np.mean(np.array(per_seed_cols), axis=0))
             text, mean, sd, n = mean_sd(seed_means)
             row.append(text)
@@ -135,6 +305,11 @@ class ReportBuilder:
             tidy.append(dict(method=method, train_set="mean", test_set="mean", n_seeds=n,
                              fpr95_mean=mean, fpr95_sd=sd, released=False))
             cells.append(row)
+            if cfg.reference is not None and method != cfg.reference:
+                for j, label in enumerate(labels):
+                    cell_tests[(method, j)] = self.tests.add(
+                        "ubc_fpr95", f"{method} vs {cfg.reference}", f"FPR95 {label}",
+                        self.ubc_comparison(method, j))
         released_rows, released_values, left_out = [], [], []
         for release in cfg.released:
             filled = released_ubc_columns(release, columns, cfg.ubc_sets)
@@ -161,18 +336,20 @@ class ReportBuilder:
             values = np.vstack([values, np.array(released_values)])
         table = Table(title=f"UBC PhotoTour FPR95 (%), lower is better ({cfg.preset} preset)",
                       row_header="method", rows=rows + released_rows, columns=labels, cells=cells,
-                      values=values, lower_is_better=True,
+                      values=values, lower_is_better=True, groups=groups,
                       tidy=pd.DataFrame(tidy, columns=["method", "train_set", "test_set", "n_seeds",
                                                        "fpr95_mean", "fpr95_sd", "released"]))
-        self._dagger_after_holm(table, dagger_tests, "ubc_fpr95")
-        note = f"Mean ± sd over seeds {cfg.seeds}; handcrafted descriptors have no seed. "
+        self._mark(table, cell_tests, "ubc_fpr95")
+        note = f"{seeds_phrase(cfg.seeds).capitalize()}; handcrafted descriptors have no seed. "
         if cfg.reference is not None:
-            note += (f"{DAGGER}: differs from {cfg.reference} by an exact McNemar test on the "
-                     "non-matching pairs (each at its own 95 %-recall threshold), Holm-adjusted "
-                     f"p < {cfg.alpha} for every seed.")
+            note += self._test_sentence(
+                f"a paired cluster bootstrap over 3D points ({cfg.n_bootstrap} resamples of each test "
+                "scene's points, every pair weighted by its points' draw counts, p = (k+1)/(B+1)), "
+                "in every column and the mean")
+            note += " " + reach_note(self.tests.family("ubc_fpr95"), cfg.alpha, "UBC")
         else:
             note += "No reference method: no significance tests."
-        table.notes.append(note)
+        table.notes.append(note.strip())
         if cfg.released:
             table.notes.append(
                 self._released_note() + " A release trained on one UBC set fills that set's train→test "
@@ -183,55 +360,48 @@ class ReportBuilder:
             table.notes.append(f"Released weights with no configured train→test pair: {', '.join(left_out)}.")
         return table
 
-    def _mcnemar(self, method: str, train: str, test: str) -> list[int]:
-        """One exact McNemar test per seed pairing of ``method`` with the reference; test-log indices."""
-        ref = self.cfg.reference
-        indices = []
-        for seed in self.cfg.seeds:
-            own_seed = seed if self.results.is_learned(method) else None
-            a = self.results.ubc_pairs(method, train, test, own_seed)
-            b = self.results.ubc_pairs(ref, train, test, seed)
-            _pairs_aligned(a, b, f"{method} vs {ref} on {test}")
-            n_b, n_c, p = stats.mcnemar_negatives(a["distance"].to_numpy(), b["distance"].to_numpy(),
-                                                  a["is_match"].to_numpy())
-            seed_text = f"seed {seed}" if own_seed is not None else f"{ref} seed {seed}"
-            indices.append(self.tests.add(
-                "ubc_fpr95", f"{method} vs {ref}", f"FPR95 {train}→{test} ({seed_text})",
-                "exact McNemar (two-sided)",
-                f"non-matching pairs of {test}; b={n_b} accepted by {method} only, c={n_c} by {ref} only",
-                n_b + n_c, float(n_b), p,
-                "negative pairs share 3D points, so they are not independent: p-values are optimistic; "
-                "each descriptor is thresholded at its own 95 %-recall distance"))
-        return indices
-
-    def _dagger_after_holm(self, table: Table, cell_tests: dict[tuple[str, int], list[int]],
-                           family: str) -> None:
-        """Holm-adjust ``family`` now and mark cells whose every test stays significant."""
-        if not cell_tests:
-            return
-        frame = pd.DataFrame(self.tests.rows)
-        members = frame.index[frame["family"] == family] if not frame.empty else []
-        adjusted = dict(zip(members, stats.holm(frame.loc[members, "p"].to_numpy(dtype=float))))
-        for (method, j), indices in cell_tests.items():
-            ps = [adjusted[k] for k in indices]
-            if ps and all(np.isfinite(p) and p < self.cfg.alpha for p in ps):
-                i = table.rows.index(method)
-                table.cells[i][j] += DAGGER
-
     # -- HPatches ------------------------------------------------------------------------------------
     def _hp_seeds(self, method: str) -> list[dict[str, Any]]:
         return [self.results.hpatches(method, seed) for seed in self.results.seeds_of(method)]
 
+    def hp_comparison(self, method: str, task: str) -> Comparison | None:
+        """The one test of ``method`` against the reference on HPatches ``task`` mAP; None for
+        verification without seeds to pair (it has no per-sequence scores)."""
+        key = ("hpatches", method, task)
+        if key in self._comparisons:
+            return self._comparisons[key]
+        cfg, ref = self.cfg, self.cfg.reference
+        if self._by_seeds(method):
+            own = [float(e["summary"][task]) for e in self._hp_seeds(method)]
+            base = [float(e["summary"][task]) for e in self._hp_seeds(ref)]
+            t, p = stats.paired_t(own, base)
+            result = Comparison("paired t-test over seeds", "t-test (seeds)", t, p, 0.0, len(own),
+                                f"{task} mAP of seeds {', '.join(map(str, cfg.seeds))}, split {cfg.hp_split}",
+                                "few seeds: low power; assumes normal seed differences")
+        elif task == "verification":
+            result = None
+        else:
+            seqs, own = self._per_sequence(method, task)
+            ref_seqs, base = self._per_sequence(ref, task)
+            self._check_sequences(seqs, ref_seqs, method)
+            stat, p = stats.wilcoxon_paired(own, base)
+            result = Comparison(
+                "Wilcoxon signed-rank over sequences (two-sided)", "Wilcoxon", stat, p,
+                stats.wilcoxon_min_p(len(seqs)), len(seqs),
+                f"per-sequence {task} mAP (mean over levels, seeds averaged), split {cfg.hp_split}",
+                "sequences differ in size and difficulty; the test treats them as exchangeable units")
+        self._comparisons[key] = result
+        return result
+
     def hpatches_table(self) -> Table:
         cfg = self.cfg
-        labels = [t.capitalize() for t in TASKS] + [
-            f"{t[:5].capitalize()}. {LEVEL_LABELS[lv]}" for t in TASKS for lv in stats.LEVELS]
+        entries = [(t, lv) for t in TASKS for lv in (None,) + stats.LEVELS]
+        labels = [t.capitalize() if lv is None else f"{t[:5].capitalize()}. {LEVEL_LABELS[lv]}"
+                  for t, lv in entries]
+        groups = [(t.capitalize(), ["mean"] + [LEVEL_LABELS[lv] for lv in stats.LEVELS]) for t in TASKS]
         rows = self.rows
         cells, values, tidy = [], np.full((len(rows), len(labels)), np.nan), []
-        cell_tests: dict[tuple[str, int], list[int]] = {}
-        ref_seq = ({task: self._per_sequence(cfg.reference, task) for task in ("matching", "retrieval")}
-                   if cfg.reference is not None else {})
-        entries = [(task, None) for task in TASKS] + [(t, lv) for t in TASKS for lv in stats.LEVELS]
+        cell_tests: dict[tuple[str, int], int] = {}
         for i, method in enumerate(rows):
             evaluations = self._hp_seeds(method)
             row = []
@@ -247,18 +417,11 @@ class ReportBuilder:
                                  map_mean=mean, map_sd=sd, split=cfg.hp_split, released=False))
             cells.append(row)
             if cfg.reference is not None and method != cfg.reference:
-                for task in ("matching", "retrieval"):
-                    seq, own = ref_seq[task][0], self._per_sequence(method, task)
-                    self._check_sequences(own[0], seq, method)
-                    stat, p = stats.wilcoxon_paired(own[1], ref_seq[task][1])
-                    k = self.tests.add(
-                        "hpatches", f"{method} vs {cfg.reference}", f"{task} mAP per sequence",
-                        "Wilcoxon signed-rank (two-sided)",
-                        f"per-sequence {task} mAP (mean over levels, seeds averaged), split "
-                        f"{cfg.hp_split}", len(seq), stat, p,
-                        "sequences differ in size and difficulty; the test treats them as "
-                        "exchangeable units")
-                    cell_tests[(method, TASKS.index(task))] = [k]
+                for task in TASKS:
+                    comparison = self.hp_comparison(method, task)
+                    if comparison is not None:
+                        cell_tests[(method, entries.index((task, None)))] = self.tests.add(
+                            "hpatches", f"{method} vs {cfg.reference}", f"{task} mAP", comparison)
         released_rows, released_values, unscored, other_split = [], [], [], []
         for release in cfg.released:
             split = weights.hpatches_split_for(release, cfg.hp_split)
@@ -287,17 +450,22 @@ class ReportBuilder:
         table = Table(title=f"HPatches mAP (%), split {cfg.hp_split}, higher is better; learned "
                             f"models {train} ({cfg.preset} preset)",
                       row_header="method", rows=rows + released_rows, columns=labels, cells=cells,
-                      values=values, lower_is_better=False,
+                      values=values, lower_is_better=False, groups=groups,
                       tidy=pd.DataFrame(tidy, columns=["method", "task", "level", "n_seeds", "map_mean",
                                                        "map_sd", "split", "released"]))
-        self._dagger_after_holm(table, cell_tests, "hpatches")
-        note = f"Mean ± sd over seeds {cfg.seeds}. E/H/T: Easy/Hard/Tough. "
+        self._mark(table, cell_tests, "hpatches")
+        note = (f"{seeds_phrase(cfg.seeds).capitalize()}. Per task: the mean over the levels, then "
+                "E/H/T (Easy/Hard/Tough). ")
         if cfg.reference is not None:
-            note += (f"{DAGGER}: differs from {cfg.reference} by a Wilcoxon signed-rank test over "
-                     f"sequences, Holm-adjusted p < {cfg.alpha}.")
+            verification = ("; verification has no per-sequence scores, so it is tested only over seeds"
+                            if len(cfg.seeds) >= MIN_SEEDS_FOR_T else
+                            "; verification has no per-sequence scores, so no test")
+            note += self._test_sentence("a paired Wilcoxon signed-rank test over sequences (matching and "
+                                        f"retrieval){verification}")
+            note += " " + reach_note(self.tests.family("hpatches"), cfg.alpha, "HPatches")
         else:
             note += "No reference method: no significance tests."
-        table.notes.append(note)
+        table.notes.append(note.strip())
         if cfg.released:
             table.notes.append(self._released_note())
         if other_split:
@@ -354,132 +522,76 @@ class ReportBuilder:
         cfg = self.cfg
         ref = cfg.reference
         columns = [ref, "variant", "Δ", f"{100 * (1 - cfg.alpha):.0f}% CI", "test", "p", "p (Holm)"]
-        multi_seed = len(cfg.seeds) >= 2
-        if multi_seed:
-            columns += ["p seeds (Holm)"]
-        rows, cells, tidy, row_tests, seed_tests = [], [], [], [], []
+        rows, cells, tidy, row_tests = [], [], [], []
         for variant in cfg.variants:
             for endpoint, result in self._ablation_endpoints(variant).items():
                 rows.append(f"{variant}: {endpoint}")
-                row_tests.append(result.get("test_index"))
-                seed_tests.append(result.get("seed_index"))
+                test = result["test"]
+                row_tests.append(None if test is None else self.tests.add(
+                    "ablations", f"{variant} vs {ref}", endpoint, test))
+                low, high = result["ci"]
                 tidy.append(dict(variant=variant, endpoint=endpoint, reference=result["ref"],
-                                 value=result["var"], delta=result["delta"], ci_low=result["ci"][0],
-                                 ci_high=result["ci"][1], test=result["test"]))
-                cells.append([f"{result['ref']:.2f}", f"{result['var']:.2f}",
-                              f"{result['delta']:+.2f}",
-                              "–" if not np.isfinite(result["ci"][0])
-                              else f"[{result['ci'][0]:+.2f}, {result['ci'][1]:+.2f}]",
-                              result["test"], "–", "–"] + (["–"] if multi_seed else []))
+                                 value=result["var"], delta=result["delta"], ci_low=low, ci_high=high,
+                                 test=None if test is None else test.test))
+                cells.append([f"{result['ref']:.2f}", f"{result['var']:.2f}", f"{result['delta']:+.2f}",
+                              "–" if not np.isfinite(low) else f"[{low:+.2f}, {high:+.2f}]",
+                              "–" if test is None else test.short, "–", "–"])
         self.tests.adjust()
-        frame = self.tests.frame()
-        for i, (k, ks) in enumerate(zip(row_tests, seed_tests)):
+        for i, k in enumerate(row_tests):
             if k is not None:
-                cells[i][5] = _fmt_p(frame.loc[k, "p"])
-                cells[i][6] = _fmt_p(frame.loc[k, "p_holm"])
-                tidy[i].update(p=frame.loc[k, "p"], p_holm=frame.loc[k, "p_holm"])
-            if multi_seed and ks is not None:
-                cells[i][7] = _fmt_p(frame.loc[ks, "p_holm"])
-                tidy[i].update(p_seeds=frame.loc[ks, "p"], p_seeds_holm=frame.loc[ks, "p_holm"])
-        notes = [f"Δ = variant − {ref} in percentage points (FPR95: lower is better; mAP: higher is "
-                 "better). CI: paired cluster bootstrap "
-                 f"({cfg.n_bootstrap} resamples; UBC 3D points, HPatches sequences within i/v). "
-                 "p (Holm): adjusted within this table. HPatches verification has no per-sequence "
-                 "scores, so no interval or test."]
-        if multi_seed:
-            notes.append("p seeds: paired t-test over seeds on the same endpoint, Holm-adjusted "
-                         "within that family.")
+                p, p_holm = self.tests.rows[k]["p"], self.tests.rows[k]["p_holm"]
+                cells[i][5], cells[i][6] = _fmt_p(p), _fmt_p(p_holm)
+                tidy[i].update(p=p, p_holm=p_holm)
         if ref is None:
             notes = ["No trained methods are configured, so there is no reference and no ablation."]
-        elif not rows:
-            notes.append(f"No ablation variants ('{ref}-...') are configured.")
+        else:
+            seeds = (f" Trained variants with >= {MIN_SEEDS_FOR_T} seeds: a paired t-test over seeds "
+                     "instead of either." if len(cfg.seeds) >= MIN_SEEDS_FOR_T else "")
+            verification = ("" if len(cfg.seeds) >= MIN_SEEDS_FOR_T else
+                            " HPatches verification has no per-sequence scores, so no interval or test.")
+            notes = [f"Δ = variant − {ref} in percentage points (FPR95: lower is better; mAP: higher is "
+                     f"better); {seeds_phrase(cfg.seeds)}. CI: paired cluster bootstrap "
+                     f"({cfg.n_bootstrap} resamples; UBC: 3D points; HPatches: sequences within i/v). "
+                     "Test: UBC, the same cluster bootstrap (p = (k+1)/(B+1)); HPatches, a Wilcoxon "
+                     f"signed-rank test over sequences; the same tests as in the UBC and HPatches "
+                     f"tables.{seeds} p (Holm): adjusted within this table.{verification}"]
+            reach = reach_note(self.tests.family("ablations"), cfg.alpha, "ablation")
+            if reach:
+                notes.append(reach)
+            if not rows:
+                notes.append(f"No ablation variants ('{ref}-...') are configured.")
         if cfg.released:
             notes.append(f"Released weights ({RELEASED_TAG}) take no part in the ablations.")
+        row_groups = [(variant, [r.split(": ", 1)[1] for r in rows if r.startswith(f"{variant}: ")])
+                      for variant in cfg.variants]
         return Table(title=f"Ablations against {ref or 'no reference'} ({cfg.preset} preset)",
                      row_header="comparison",
-                     rows=rows, columns=columns, cells=cells, notes=notes,
+                     rows=rows, columns=columns, cells=cells, notes=notes, row_groups=row_groups or None,
                      tidy=pd.DataFrame(tidy, columns=["variant", "endpoint", "reference", "value",
                                                       "delta", "ci_low", "ci_high", "test", "p",
-                                                      "p_holm", "p_seeds", "p_seeds_holm"]))
+                                                      "p_holm"]))
 
     def _ablation_endpoints(self, variant: str) -> dict[str, dict[str, Any]]:
+        """Per endpoint: reference and variant values, Δ, interval and the comparison's one test."""
         cfg, ref = self.cfg, self.cfg.reference
         out: dict[str, dict[str, Any]] = {}
-        # UBC: mean FPR95 over the train->test columns; cluster bootstrap per test scene.
-        columns = cfg.ubc_columns()
-        ref_seed = [np.mean([self.results.ubc_fpr95(ref, tr, te, s) for tr, te in columns])
-                    for s in cfg.seeds]
-        var_seed = [np.mean([self.results.ubc_fpr95(variant, tr, te, s) for tr, te in columns])
-                    for s in cfg.seeds]
-        groups = []
-        for test in cfg.ubc_sets:
-            trains = [tr for tr, te in columns if te == test]
-            if not trains:
-                continue
-            first = self.results.ubc_pairs(ref, trains[0], test, cfg.seeds[0])
-            group = stats.UBCGroup(first["point1"].to_numpy(), first["point2"].to_numpy(),
-                                   first["is_match"].to_numpy())
-            for tr in trains:
-                for s in cfg.seeds:
-                    a = self.results.ubc_pairs(variant, tr, test, s)
-                    b = self.results.ubc_pairs(ref, tr, test, s)
-                    _pairs_aligned(a, first, f"{variant} on {test}")
-                    _pairs_aligned(b, first, f"{ref} on {test}")
-                    group.comparisons.append((a["distance"].to_numpy(), b["distance"].to_numpy()))
-            groups.append(group)
-        boot = 100 * stats.ubc_bootstrap(groups, cfg.n_bootstrap, self.rng)
-        ubc = dict(ref=100 * np.mean(ref_seed), var=100 * np.mean(var_seed),
-                   delta=100 * (np.mean(var_seed) - np.mean(ref_seed)),
-                   ci=stats.percentile_interval(boot, cfg.alpha), test="cluster bootstrap")
-        ubc["test_index"] = self.tests.add(
-            "ablations", f"{variant} vs {ref}", "UBC FPR95 (mean over train→test)",
-            "paired cluster bootstrap (percentile p-value)",
-            f"pairs.csv of {len(columns)} train→test tests x {len(cfg.seeds)} seeds; 3D points "
-            f"resampled per test scene, {cfg.n_bootstrap} resamples", len(columns) * len(cfg.seeds),
-            ubc["delta"], stats.bootstrap_pvalue(boot),
-            "non-matching pairs link two points: weighted by the product of their draw counts; "
-            "FPR95 recomputed in the HardNet convention")
-        self._seed_test(ubc, variant, "UBC FPR95 (mean over train→test)", var_seed, ref_seed)
-        out["UBC FPR95"] = ubc
-        # HPatches verification: aggregate only.
+        mean_column = len(cfg.ubc_columns())
+        var_seed, ref_seed = (self._ubc_seed_values(m, mean_column) for m in (variant, ref))
+        boot = 100 * self.ubc_differences(variant)[:, mean_column]
+        out["UBC FPR95"] = dict(ref=100 * np.mean(ref_seed), var=100 * np.mean(var_seed),
+                                delta=100 * (np.mean(var_seed) - np.mean(ref_seed)),
+                                ci=stats.percentile_interval(boot, cfg.alpha),
+                                test=self.ubc_comparison(variant, mean_column))
         var_eval, ref_eval = self._hp_seeds(variant), self._hp_seeds(ref)
-        v_var = [float(e["summary"]["verification"]) for e in var_eval]
-        v_ref = [float(e["summary"]["verification"]) for e in ref_eval]
-        out["HPatches verification"] = dict(
-            ref=100 * np.mean(v_ref), var=100 * np.mean(v_var),
-            delta=100 * (np.mean(v_var) - np.mean(v_ref)), ci=(np.nan, np.nan), test="–")
-        self._seed_test(out["HPatches verification"], variant, "HPatches verification mAP",
-                        v_var, v_ref)
-        # HPatches matching and retrieval: stratified sequence bootstrap + Wilcoxon.
-        for task in ("matching", "retrieval"):
+        for task in TASKS:
             t_var = [float(e["summary"][task]) for e in var_eval]
             t_ref = [float(e["summary"][task]) for e in ref_eval]
-            result = dict(ref=100 * np.mean(t_ref), var=100 * np.mean(t_var),
-                          delta=100 * (np.mean(t_var) - np.mean(t_ref)), test="Wilcoxon")
-            boot = 100 * self._hp_bootstrap(variant, task)
-            result["ci"] = stats.percentile_interval(boot, cfg.alpha)
-            seqs, own = self._per_sequence(variant, task)
-            ref_seqs, ref_scores = self._per_sequence(ref, task)
-            self._check_sequences(seqs, ref_seqs, variant)
-            stat, p = stats.wilcoxon_paired(own, ref_scores)
-            result["test_index"] = self.tests.add(
-                "ablations", f"{variant} vs {ref}", f"HPatches {task} mAP",
-                "Wilcoxon signed-rank (two-sided)",
-                f"per-sequence {task} mAP (mean over levels, seeds averaged); interval from "
-                f"{cfg.n_bootstrap} stratified sequence resamples", len(seqs), stat, p,
-                "sequences treated as exchangeable units")
-            self._seed_test(result, variant, f"HPatches {task} mAP", t_var, t_ref)
-            out[f"HPatches {task}"] = result
+            ci = ((np.nan, np.nan) if task == "verification" else
+                  stats.percentile_interval(100 * self._hp_bootstrap(variant, task), cfg.alpha))
+            out[f"HPatches {task}"] = dict(ref=100 * np.mean(t_ref), var=100 * np.mean(t_var),
+                                           delta=100 * (np.mean(t_var) - np.mean(t_ref)), ci=ci,
+                                           test=self.hp_comparison(variant, task))
         return out
-
-    def _seed_test(self, result: dict[str, Any], variant: str, endpoint: str, var_seed, ref_seed):
-        if len(self.cfg.seeds) < 2:
-            return
-        stat, p = stats.paired_t(var_seed, ref_seed)
-        result["seed_index"] = self.tests.add(
-            "ablations-seeds", f"{variant} vs {self.cfg.reference}", endpoint, "paired t-test over seeds",
-            f"one value per seed {self.cfg.seeds}", len(var_seed), stat, p,
-            "few seeds: low power; assumes normally distributed seed differences")
 
     def _hp_bootstrap(self, variant: str, task: str) -> np.ndarray:
         ref = self.cfg.reference
@@ -499,6 +611,49 @@ class ReportBuilder:
                 - stats.retrieval_aggregate(ref_sum, ref_count, weights))
 
 
+def validation_title(metrics: dict[str, pd.DataFrame], train_set: str) -> str:
+    """What the validation pairs came from (metrics.csv's val_classes): held-out points, or a fixed
+    slice of the training points when, as in the authors' code, every point is trained on."""
+    kinds = set()
+    for frame in metrics.values():
+        if "val_classes" in frame.columns:
+            kinds.update(frame["val_classes"].dropna().astype(str))
+    if kinds == {"training-slice"}:
+        return f"Validation on a fixed slice of the training points of {train_set} (not held out)"
+    if kinds == {"held-out"}:
+        return f"Validation on held-out points of {train_set}"
+    return f"Validation on points of {train_set} (held-out or a training slice, by method)"
+
+
+def write_figures(builder: ReportBuilder, hp_scores: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Gather the plain tables and arrays each figure draws, draw and save them."""
+    cfg, results = builder.cfg, builder.results
+    seed, train_set = cfg.seeds[0], cfg.hp_train_set
+    trained = [m for m in cfg.methods]
+    stage_ones = {run for m in trained for run in stage_chain(m)[:-1]}
+    # a method that is another's stage 1 is drawn as the first part of that method's curve
+    curve_chains = [stage_chain(m) for m in trained if m not in stage_ones]
+    metrics = {run: results.metrics(run, train_set, seed) for chain in curve_chains for run in chain}
+    diff_chains = ([stage_chain(m) for m in [cfg.reference] + cfg.variants if m not in stage_ones]
+                   if cfg.reference is not None else [])
+    diagnostics = {run: results.diagnostics(run, train_set, seed) for chain in diff_chains for run in chain}
+    where = f"{train_set}, seed {seed}, {cfg.preset} preset"
+    figures_made = (
+        ("hpatches_summary", figures.hpatches_summary(
+            hp_scores[~hp_scores["released"]], builder.rows,
+            f"HPatches, split {cfg.hp_split} ({cfg.preset} preset): bars are the mean over the "
+            "Easy/Hard/Tough levels")),
+        ("training_curves", figures.training_curves(
+            curve_chains, metrics, f"Training on {where}", validation_title(metrics, train_set))),
+        ("difficulty", figures.difficulty(
+            diff_chains, diagnostics, f"Difficulty distributions over training ({where})")),
+    )
+    written = []
+    for name, fig in figures_made:
+        written += figures.save(fig, out_dir, name)
+    return written
+
+
 def build_report(cfg_dict: dict[str, Any], results_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Write every table, the statistics file and the figures; return the written paths."""
     cfg = ReportConfig.from_config(cfg_dict)
@@ -511,11 +666,11 @@ def build_report(cfg_dict: dict[str, Any], results_dir: str | Path, out_dir: str
     builder = ReportBuilder(cfg, results)
     out_dir = Path(out_dir)
     written: list[Path] = []
-    log.info("UBC table")
+    log.info("UBC table (%d bootstrap resamples)", cfg.n_bootstrap)
     ubc = builder.ubc_table()
     log.info("HPatches table")
     hp = builder.hpatches_table()
-    log.info("ablation table (%d variants, %d bootstrap resamples)", len(cfg.variants), cfg.n_bootstrap)
+    log.info("ablation table (%d variants)", len(cfg.variants))
     ablations = builder.ablation_table()
     builder.tests.adjust()
     for table, name in ((ubc, "ubc_fpr95"), (hp, "hpatches"), (ablations, "ablations")):
@@ -524,5 +679,5 @@ def build_report(cfg_dict: dict[str, Any], results_dir: str | Path, out_dir: str
     write_csv(tests_path, builder.tests.frame())
     written.append(tests_path)
     log.info("figures")
-    written += figures.write_all(builder, out_dir / "figures")
+    written += write_figures(builder, hp.tidy, out_dir / "figures")
     return written

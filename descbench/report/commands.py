@@ -26,6 +26,16 @@ def register(subparsers) -> None:
                         "results)")
     p.add_argument("--out", type=Path, default=None, help="where to write (default: --results)")
     p.set_defaults(func=_report)
+    m = subparsers.add_parser(
+        "manifest", help="list files with their size and SHA-256 (the report rule's input per stage)",
+        description="Write a tab-separated manifest (path, bytes, sha256) of FILES to --out. The workflow "
+                    "writes one per stage (training, UBC scores, HPatches scores, released scores) and "
+                    "the report rule depends on those few manifests instead of on every score file, so "
+                    "Snakemake's reason for rerunning the report stays readable; the manifests also "
+                    "record exactly which files a report was built from.")
+    m.add_argument("--out", type=Path, required=True, help="the manifest to write (.tsv)")
+    m.add_argument("files", type=Path, nargs="*", metavar="FILE", help="the files to list")
+    m.set_defaults(func=_manifest)
 
 
 def _load_config(args: argparse.Namespace) -> dict:
@@ -55,4 +65,24 @@ def _report(args: argparse.Namespace) -> int:
     for table in sorted(p for p in written if p.suffix == ".md"):
         print(table.read_text())
     print(f"wrote {len(written)} files under {out}")
+    return 0
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from descbench.fileio import write_text
+
+    lines = ["path\tbytes\tsha256"]
+    for path in args.files:
+        if not path.is_file():
+            raise DescbenchError(f"{path} is missing; the manifest lists files the workflow made, so run "
+                                 "the rule that makes it first")
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        lines.append(f"{path}\t{path.stat().st_size}\t{digest.hexdigest()}")
+    write_text(args.out, "\n".join(lines) + "\n")
+    print(f"wrote {args.out}: {len(args.files)} files")
     return 0

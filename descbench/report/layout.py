@@ -30,6 +30,9 @@ TABLE_FORMATS = ("tex", "md", "csv")
 FIGURE_NAMES = ("hpatches_summary", "training_curves", "difficulty")
 FIGURE_FORMATS = ("pdf", "png")
 TESTS_CSV = "stats/tests.csv"
+# the report rule's inputs: one manifest per stage, each listing that stage's files (descbench manifest)
+MANIFEST = "manifests/{stage}.tsv"
+MANIFEST_STAGES = ("training", "ubc_scores", "hpatches_scores", "released_scores")
 
 
 def model_dir(results: str | Path, train_set: str, method: str, seed: int) -> Path:
@@ -60,6 +63,10 @@ def ubc_released_dir(results: str | Path, release: str, test_set: str) -> Path:
 
 def hpatches_released_dir(results: str | Path, release: str, split: str) -> Path:
     return Path(results) / HPATCHES_RELEASED_DIR.format(release=release, split=split)
+
+
+def manifest_file(results: str | Path, stage: str) -> Path:
+    return Path(results) / MANIFEST.format(stage=stage)
 
 
 def table_files(results: str | Path) -> list[Path]:

@@ -1,12 +1,14 @@
 """Paired significance tests and confidence intervals for comparing descriptors.
 
 Why these: scores of two descriptors on the same benchmark are paired (same pairs, same sequences),
-and their units are clustered (many pairs share a 3D point; many patches share a sequence), so
-intervals come from a *paired cluster bootstrap* (UBC: 3D points resampled; HPatches: sequences
-resampled within illumination / viewpoint), per-sequence differences get a Wilcoxon signed-rank test,
-UBC decisions at each descriptor's own 95 %-recall threshold get an exact McNemar test, and several
-seeds get a paired test over seeds. Holm's step-down correction controls the family-wise error within
-each table.
+and their units are clustered (many pairs share a 3D point; many patches share a sequence). So every
+comparison gets one test that respects that dependence: UBC FPR95 a *paired cluster bootstrap* over 3D
+points (p = (k+1)/(B+1) from the null-centred resamples), HPatches a Wilcoxon signed-rank test over
+sequences, and, where both methods have at least three seeds, a paired t-test over seeds instead.
+Intervals come from the same cluster bootstrap (HPatches: sequences resampled within illumination /
+viewpoint). Holm's step-down correction controls the family-wise error within each table; ``holm_floor``
+says whether a table's tests can reach significance at all (a bootstrap of B resamples cannot give p below
+1/(B+1), a Wilcoxon test over n sequences not below 2/2^n).
 """
 
 from __future__ import annotations
@@ -38,40 +40,6 @@ def holm(pvalues) -> np.ndarray:
     return adjusted
 
 
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts b and c (binomial, p = 1/2)."""
-    if b < 0 or c < 0:
-        raise DescbenchError(f"McNemar: discordant counts must be >= 0, got b={b}, c={c}")
-    n = b + c
-    if n == 0:
-        return 1.0
-    return float(min(1.0, 2.0 * sps.binom.cdf(min(b, c), n, 0.5)))
-
-
-def false_positives_at_recall(distances: np.ndarray, is_match: np.ndarray) -> np.ndarray:
-    """Which non-matching pairs a descriptor accepts at its own 95 %-recall threshold.
-
-    The threshold is the distance of the ceil(0.95·P)-th closest match (the HardNet FPR95 convention,
-    descbench.evaluate.fpr95); a non-match is accepted when its distance is <= that threshold, so the
-    mean of the result over the non-matches is FPR95.
-    """
-    is_match = np.asarray(is_match).astype(bool)
-    positives = np.sort(np.asarray(distances, dtype=np.float64)[is_match])
-    if positives.size == 0 or is_match.all():
-        raise DescbenchError("McNemar: the pair list needs both matching and non-matching pairs")
-    threshold = positives[int(np.ceil(RECALL_POINT * positives.size)) - 1]
-    return np.asarray(distances)[~is_match] <= threshold
-
-
-def mcnemar_negatives(dist_a, dist_b, is_match) -> tuple[int, int, float]:
-    """Exact McNemar on the non-matching pairs: b = accepted by A only, c = accepted by B only."""
-    fp_a = false_positives_at_recall(dist_a, is_match)
-    fp_b = false_positives_at_recall(dist_b, is_match)
-    b = int(np.count_nonzero(fp_a & ~fp_b))
-    c = int(np.count_nonzero(~fp_a & fp_b))
-    return b, c, mcnemar_exact(b, c)
-
-
 def weighted_fpr95(order: np.ndarray, is_match: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """FPR95 (HardNet convention) of one ranking under many pair weightings at once.
 
@@ -101,17 +69,17 @@ def ranking(distances: np.ndarray, is_match: np.ndarray) -> np.ndarray:
 
 @dataclass
 class UBCGroup:
-    """One UBC pair list (one test scene) and the paired distance vectors to compare on it.
+    """One UBC pair list (one test scene) and the distance vectors of every descriptor run on it.
 
-    ``comparisons`` holds (distances of A, distances of B) for every (train set, seed) tested on this
-    scene; the bootstrap statistic is the mean of FPR95(A) - FPR95(B) over every comparison of every
-    group.
+    ``distances`` holds one vector per run (a method, train set and seed) in the pair list's order;
+    ``ubc_bootstrap`` scores all of them under the same resamples of the scene's 3D points, so any two
+    runs can be compared pairwise afterwards.
     """
 
     point1: np.ndarray
     point2: np.ndarray
     is_match: np.ndarray
-    comparisons: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    distances: list[np.ndarray] = field(default_factory=list)
 
 
 def _pair_weights(point1, point2, is_match, rng, n_boot):
@@ -130,25 +98,18 @@ def _pair_weights(point1, point2, is_match, rng, n_boot):
     return np.where(same, counts[:, idx1], counts[:, idx1] * counts[:, idx2])
 
 
-def ubc_bootstrap(groups: list[UBCGroup], n_boot: int, rng: np.random.Generator,
-                  chunk: int = 32) -> np.ndarray:
-    """Bootstrap distribution (n_boot,) of the mean FPR95 difference A - B over all comparisons."""
-    if not any(g.comparisons for g in groups):
-        raise DescbenchError("UBC bootstrap: nothing to compare")
-    total = np.zeros(n_boot)
-    count = 0
-    for group in groups:
-        if not group.comparisons:
-            continue
-        orders = [(ranking(a, group.is_match), ranking(b, group.is_match)) for a, b in group.comparisons]
-        for start in range(0, n_boot, chunk):
-            size = min(chunk, n_boot - start)
-            weights = _pair_weights(group.point1, group.point2, group.is_match, rng, size)
-            for order_a, order_b in orders:
-                total[start:start + size] += (weighted_fpr95(order_a, group.is_match, weights)
-                                              - weighted_fpr95(order_b, group.is_match, weights))
-        count += len(group.comparisons)
-    return total / count
+def ubc_bootstrap(group: UBCGroup, n_boot: int, rng: np.random.Generator, chunk: int = 32) -> np.ndarray:
+    """(n_boot, runs) FPR95 of every run of ``group`` under the same 3D-point resamples."""
+    if not group.distances:
+        raise DescbenchError("UBC bootstrap: no descriptor run to score")
+    orders = [ranking(d, group.is_match) for d in group.distances]
+    out = np.empty((n_boot, len(orders)))
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        weights = _pair_weights(group.point1, group.point2, group.is_match, rng, size)
+        for k, order in enumerate(orders):
+            out[start:start + size, k] = weighted_fpr95(order, group.is_match, weights)
+    return out
 
 
 def stratified_sequence_weights(categories: np.ndarray, n_boot: int,
@@ -193,14 +154,41 @@ def percentile_interval(samples: np.ndarray, alpha: float) -> tuple[float, float
     return float(lo), float(hi)
 
 
-def bootstrap_pvalue(samples: np.ndarray) -> float:
-    """Two-sided p-value of "no difference" by inverting the percentile interval."""
+def bootstrap_pvalue(samples: np.ndarray, observed: float) -> float:
+    """Two-sided bootstrap p-value of "no difference": p = (k + 1) / (B + 1), where k counts the
+    resampled differences at least as far from the observed one as the observed one is from zero
+    (the resamples centred on the null, Davison & Hinkley 1997, §4.4). Never below 1/(B + 1)."""
     samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
+    if samples.size == 0 or not np.isfinite(observed):
         return float("nan")
-    below = np.mean(samples <= 0)
-    above = np.mean(samples >= 0)
-    return float(min(1.0, 2 * min(below, above)))
+    k = int(np.count_nonzero(np.abs(samples - observed) >= abs(observed)))
+    return (k + 1) / (samples.size + 1)
+
+
+def bootstrap_min_p(n_boot: int) -> float:
+    """The smallest p ``bootstrap_pvalue`` can give with ``n_boot`` resamples."""
+    return 1.0 / (n_boot + 1)
+
+
+def wilcoxon_min_p(n_pairs: int) -> float:
+    """The smallest two-sided exact Wilcoxon signed-rank p over ``n_pairs`` pairs: every difference of
+    one sign, 2 / 2^n."""
+    return 2.0 / 2.0 ** n_pairs
+
+
+def holm_floor(min_pvalues) -> np.ndarray:
+    """The smallest Holm-adjusted p each test of a family can reach, given the smallest raw p each test
+    can give (0 where unbounded, e.g. a t-test).
+
+    For test i, the tests whose floor is at least i's (i included), S_i, all have p >= floor_i; the
+    first of them in Holm's order is multiplied by at least |S_i|, and i's adjusted p is at least that
+    product, so it is >= |S_i| * floor_i.
+    """
+    floors = np.asarray(min_pvalues, dtype=np.float64)
+    if floors.size == 0:
+        return floors
+    at_least = (floors[None, :] >= floors[:, None]).sum(axis=1)
+    return np.minimum(1.0, at_least * floors)
 
 
 def wilcoxon_paired(a, b) -> tuple[float, float]:

@@ -14,30 +14,51 @@ def trained_methods(methods):
     return needed
 
 
-def report_inputs(wildcards):
-    inputs = []
+def stage_files():
+    """{stage: the files of that stage the report reads}; stages without files are left out."""
+    training, ubc, hpatches = [], [], []
     for train_set in TRAIN_SETS:
         for seed in SEEDS:
             for method in trained_methods(METHODS):
                 model = layout.model_dir(RESULTS, train_set, method, seed)
-                inputs += [str(model / "metrics.csv"), str(model / "diagnostics.npz")]
+                training += [str(model / "metrics.csv"), str(model / "diagnostics.npz")]
             for method in METHODS:
                 for test_set in ubc_test_sets(train_set):
                     scores = layout.ubc_dir(RESULTS, method, test_set, train_set, seed)
-                    inputs += [str(scores / name) for name in layout.UBC_SCORE_FILES]
+                    ubc += [str(scores / name) for name in layout.UBC_SCORE_FILES]
     for seed in SEEDS:
         for method in METHODS:
             scores = layout.hpatches_dir(RESULTS, method, HP_SPLIT, HP_TRAIN_SET, seed)
-            inputs += [str(scores / name) for name in layout.HPATCHES_SCORE_FILES]
+            hpatches += [str(scores / name) for name in layout.HPATCHES_SCORE_FILES]
     for method in HANDCRAFTED:
         for test_set in UBC_SETS:
             scores = layout.ubc_dir(RESULTS, method, test_set)
-            inputs += [str(scores / name) for name in layout.UBC_SCORE_FILES]
+            ubc += [str(scores / name) for name in layout.UBC_SCORE_FILES]
         scores = layout.hpatches_dir(RESULTS, method, HP_SPLIT)
-        inputs += [str(scores / name) for name in layout.HPATCHES_SCORE_FILES]
+        hpatches += [str(scores / name) for name in layout.HPATCHES_SCORE_FILES]
     # released weights: rows marked "released" in the UBC and HPatches tables (no significance tests)
-    inputs += released_ubc_scores() + released_hpatches_scores()
-    return inputs
+    released = released_ubc_scores() + released_hpatches_scores()
+    stages = dict(zip(layout.MANIFEST_STAGES, (training, ubc, hpatches, released)))
+    return {stage: files for stage, files in stages.items() if files}
+
+
+STAGE_FILES = stage_files()
+
+
+rule report_manifest:
+    """One small manifest per stage stands for that stage's many files, so the report's inputs (and
+    Snakemake's reason line for it) stay a handful of paths."""
+    input:
+        lambda wildcards: STAGE_FILES[wildcards.stage],
+    output:
+        f"{RESULTS}/" + layout.MANIFEST,
+    wildcard_constraints:
+        stage="|".join(STAGE_FILES) or "none",
+    log:
+        f"{RESULTS}/logs/manifest_{{stage}}.log",
+    threads: 1
+    shell:
+        "descbench manifest --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 CAPTIONS = {
@@ -58,7 +79,7 @@ def reported(path, category):
 
 rule report:
     input:
-        report_inputs,
+        [str(layout.manifest_file(RESULTS, stage)) for stage in STAGE_FILES],
     output:
         [reported(str(p), "Tables") for p in layout.table_files(RESULTS)],
         [reported(str(p), "Figures") for p in layout.figure_files(RESULTS)],
