@@ -212,8 +212,10 @@ _BLAS = None
 
 
 class single_threaded_blas:
-    """Context: numpy's BLAS runs each call on the calling thread (the caller parallelises over
-    independent blocks instead; on a loaded machine, OpenBLAS threads spin-wait for each other)."""
+    """Context: numpy's BLAS and torch's operators run each call on the calling thread (the caller
+    parallelises over independent blocks instead; on a loaded machine, BLAS and OpenMP threads
+    spin-wait for each other). Worker threads call ``torch.set_num_threads(1)`` themselves (OpenMP
+    keeps the setting per thread)."""
 
     def __enter__(self):
         global _BLAS
@@ -223,11 +225,14 @@ class single_threaded_blas:
         if _BLAS:
             self.previous = _BLAS[1]()
             _BLAS[0](1)
+        self.previous_torch = torch.get_num_threads()
+        torch.set_num_threads(1)
         return self
 
     def __exit__(self, *exc):
         if _BLAS and self.previous is not None:
             _BLAS[0](self.previous)
+        torch.set_num_threads(self.previous_torch)
         return False
 
 
@@ -410,3 +415,168 @@ def count_before(Q: np.ndarray, B: np.ndarray, metric: str, positive_ref: np.nda
                         np.repeat(row * n_thr, n_thr) + np.tile(np.arange(n_thr), row.size),
                         weights=hit.ravel(), minlength=n_rows * n_thr).reshape(n_rows, n_thr).astype(np.int64)
     return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# int8 codes: the CPU proxies of L2 matching and retrieval
+# ----------------------------------------------------------------------------------------------
+_Q = 127          # codes lie in [-127, 127]
+_PAIRS = 256      # pairs per chunk of reference distances (buffers of 256 KB at most for D = 128)
+
+
+def exact_pairs(A: np.ndarray, ia: np.ndarray, B: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
+    """``exact_rows(A[ia], B[ib], metric)`` (the same float64 operations, so the same values) in
+    chunks of reused buffers: bounded memory for any number of pairs, and no fresh large arrays
+    (their page faults cost more than the arithmetic)."""
+    n, dim = len(ia), A.shape[1]
+    out = np.empty(n, dtype=np.float64)
+    rows = min(n, _PAIRS)
+    ga, gb = np.empty((rows, dim), A.dtype), np.empty((rows, dim), B.dtype)
+    diff = np.empty((rows, dim), dtype=np.float64)
+    for start in range(0, n, rows):
+        m = min(rows, n - start)
+        np.take(A, ia[start:start + m], axis=0, out=ga[:m])
+        np.take(B, ib[start:start + m], axis=0, out=gb[:m])
+        d = np.subtract(ga[:m], gb[:m], out=diff[:m], dtype=np.float64)
+        if metric == "L1":
+            np.abs(d, out=d)
+            d.sum(axis=1, out=out[start:start + m])
+        else:
+            np.einsum("ij,ij->i", d, d, out=out[start:start + m])
+    return out if metric != "L2" else np.sqrt(out, out=out)
+
+
+class Int8Codes:
+    """The rows x of a set as ``scale * q`` (q int8 in [-127, 127], one float32 scale per set), with
+    the per-row sizes a rigorous bound of an inner product needs.
+
+    For two sets, a.b = sA sB (qa.qb) + a.eb + ea.(sB qb) with e = x - s q, so by Cauchy-Schwarz
+    |a.b - sA sB qa.qb| <= |a| |eb| + |ea| (|b| + |eb|). The integer product is exact (int32 sums of
+    at most D 127^2). ``norm`` and ``resid`` are upper bounds of |x| and |e| (their float32 rounding
+    included); ``sq`` is |x|^2 within a relative ``sq_err``.
+    """
+
+    def __init__(self, X: np.ndarray):
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        self.dim = X.shape[1]
+        top = float(np.abs(X).max(initial=0.0))
+        self.scale = float(np.float32(top / _Q)) if top > 0 else 1.0
+        q = X * np.float32(1 / self.scale)
+        np.rint(q, out=q)
+        np.clip(q, -_Q, _Q, out=q)
+        self.q = q.astype(np.int8)
+        q *= np.float32(self.scale)
+        e = np.subtract(X, q, out=q)
+        # a float32 sum of D squares is within a relative (D + 2) u of the exact one; each computed
+        # residual within u of (x - s q) plus u |s q| (<= u (|x| + |e|))
+        self.sq_err = (self.dim + 2) * 2.0 ** -23
+        self.sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
+        grow = 1 + self.sq_err
+        self.norm = np.sqrt(self.sq * grow)
+        self.resid = (np.sqrt(np.einsum("ij,ij->i", e, e).astype(np.float64) * grow)
+                      + 2.0 ** -23 * self.norm) * (1 + 2.0 ** -22)
+
+
+def _digits(shift: np.ndarray, n_cols: int) -> np.ndarray:
+    """Columns (rows of ``shift``, 1 + n_cols) of int8 digits d with d[0] + 127 (d[1] + ... ) = shift."""
+    out = np.empty((len(shift), 1 + n_cols), dtype=np.int8)
+    high, out[:, 0] = np.divmod(shift, _Q)
+    for k in range(n_cols):
+        out[:, 1 + k] = np.clip(high - _Q * k, 0, _Q)
+    return out
+
+
+class Int8Nearest:
+    """Nearest neighbours (L2) of the rows of ``A`` among the rows of ``B`` from exact int8 products.
+
+    The product ``[qa, 1, 127, ...] . [qb, -digits]`` is ``V = qa.qb - R_b`` with ``R_b`` = rint(|b|^2 /
+    (2 sA sB)) up to a constant, so larger V means nearer, within ``E`` (per row of A, product units)
+    of the exact value. Rows whose second-largest V lies within 2 E of the largest are decided by
+    reference distances of every column in that window (ties -> lowest index, as ``np.argmin`` over
+    the reference distances). ``usable`` is False where the integers could overflow.
+    """
+
+    def __init__(self, A: np.ndarray, a: Int8Codes, B: np.ndarray, b: Int8Codes, metric: str):
+        self.A, self.B, self.metric = A, B, metric
+        units = a.scale * b.scale
+        beta = b.sq / (2 * units)
+        shift = np.rint(beta - np.floor(beta.min(initial=0.0))).astype(np.int64)
+        top = int(shift.max(initial=0))
+        n_cols = -(-(top // _Q) // _Q)
+        dim = a.dim
+        self.usable = n_cols <= dim and dim * _Q * _Q + top < 2 ** 31 - 1
+        if not self.usable:
+            return
+        width = -(-(dim + 1 + n_cols) // 8) * 8
+        self.b_codes = np.zeros((len(B), width), dtype=np.int8)
+        self.b_codes[:, :dim] = b.q
+        self.b_codes[:, dim:dim + 1 + n_cols] = -_digits(shift, n_cols)
+        self.a_codes = np.zeros((len(A), width), dtype=np.int8)
+        self.a_codes[:, :dim] = a.q
+        self.a_codes[:, dim] = 1
+        self.a_codes[:, dim + 1:dim + 1 + n_cols] = _Q
+        b_resid = float(b.resid.max(initial=0.0))
+        b_norm = float(b.norm.max(initial=0.0))
+        # inner-product bound + rounding of R_b + float32 error of |b|^2 + one unit of slack
+        bound = ((a.norm * b_resid + a.resid * (b_norm + b_resid)) / units * (1 + 2.0 ** -40)
+                 + 0.5 + float(beta.max(initial=0.0)) * b.sq_err + 1.0)
+        self.window = np.floor(2 * bound).astype(np.int64)
+        self.t_b = torch.from_numpy(self.b_codes)
+
+    def rows(self, start: int, stop: int, products: torch.Tensor, mask: np.ndarray) -> np.ndarray:
+        """Nearest neighbours of rows ``start:stop`` of A. ``products`` (int32) and ``mask`` (bool) are
+        buffers of at least that many rows x len(B), reused between calls."""
+        n = stop - start
+        V = torch._int_mm(torch.from_numpy(self.a_codes[start:stop]), self.t_b.T, out=products[:n]).numpy()
+        r = np.arange(n)
+        nn = V.argmax(axis=1)
+        if V.shape[1] < 2:
+            return nn
+        largest = V[r, nn]
+        V[r, nn] = np.iinfo(np.int32).min
+        threshold = np.maximum(largest - self.window[start:stop], np.iinfo(np.int32).min + 1).astype(np.int32)
+        unsure = np.flatnonzero(V.max(axis=1) >= threshold)
+        if unsure.size:
+            # the other columns within the window (1-D flatnonzero: 2-D nonzero is many times slower)
+            inside = np.greater_equal(V[unsure] if unsure.size < n else V, threshold[unsure, None],
+                                      out=mask[:unsure.size])
+            rr, cols = np.divmod(np.flatnonzero(inside), V.shape[1])
+            rr = unsure[rr]
+            rr = np.concatenate([rr, unsure])
+            cols = np.concatenate([cols, nn[unsure]])
+            d = exact_pairs(self.A, start + rr, self.B, cols, self.metric)
+            order = np.lexsort((cols, d, rr))  # per row: smallest reference distance, then lowest column
+            head = np.ones(order.size, dtype=bool)
+            head[1:] = rr[order][1:] != rr[order][:-1]
+            nn[rr[order][head]] = cols[order][head]
+        return nn
+
+
+def nearest(A: np.ndarray, B: np.ndarray, metric: str, device=None, a_codes: Int8Codes | None = None
+            ) -> np.ndarray:
+    """Nearest row of ``B`` for every row of ``A`` (ties -> lowest index of the reference distances).
+
+    On the CPU, L2: exact int8 products (``Int8Nearest``) in row blocks whose products fit in the L2
+    cache; on ``device``, for L1, or where int8 integers could overflow: float32 products
+    (``match_block``). ``a_codes`` are ``Int8Codes(A)`` when the caller reuses them.
+    """
+    n = len(A)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    rows = max(1, min(n, (1 << 18) // max(len(B), 1)))
+    if device is None and metric != "L1":
+        kernel = Int8Nearest(A, a_codes if a_codes is not None else Int8Codes(A), B, Int8Codes(B), metric)
+        if kernel.usable:
+            products = torch.empty((rows, len(B)), dtype=torch.int32)
+            mask = np.empty((rows, len(B)), dtype=bool)
+            return np.concatenate([kernel.rows(s, min(n, s + rows), products, mask) for s in range(0, n, rows)])
+    a_aug = b_aug = b_size = None
+    if metric != "L1":
+        a_aug, b_aug = augmented(A, np.float32, "a"), augmented(B, np.float32, "b")
+        b_size = float(b_aug[:, -1].max(initial=0.0))
+        if device is not None:
+            a_aug, b_aug = (torch.from_numpy(x).to(_torch_device(device)) for x in (a_aug, b_aug))
+    rows = max(1, min(n, (1 << 19) // max(len(B), 1)))
+    return np.concatenate([
+        match_block(A[s:s + rows], B, metric, a_aug=None if a_aug is None else a_aug[s:s + rows],
+                    b_aug=b_aug, device=device, b_size=b_size) for s in range(0, n, rows)])

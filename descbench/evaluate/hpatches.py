@@ -436,17 +436,22 @@ def _parallel(fn, items: Sequence, threads: int | None) -> list:
     with dist.single_threaded_blas():
         if workers == 1 or len(items) < 2:
             return [fn(x) for x in items]
+
+        def run(x):
+            torch.set_num_threads(1)  # per thread (OpenMP), as the BLAS above
+            return fn(x)
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(fn, items))
+            return list(pool.map(run, items))
 
 
 def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Convention,
              device=None, threads: int | None = None) -> pd.DataFrame:
     """Rows (sequence, category, level, image, ap, sr) for ref vs image 1..5 of every level.
 
-    Nearest neighbours from blocked float32 products (``dist.match_block``: exact with respect to the
-    float64 reference distances); sequences run in parallel threads, the products on ``device`` (a
-    torch device) when given.
+    Nearest neighbours from blocked int8 products on the CPU, float32 products on ``device`` (a torch
+    device) when given (``dist.nearest``: exact with respect to the float64 reference distances);
+    sequences run in parallel threads.
     """
     missing = [s for s in sequences if s not in desc.index]
     if missing:
@@ -459,27 +464,13 @@ def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Co
         ref = desc.sequence(seq, 0)
         n = len(ref)
         truth = np.arange(n)
-        a_aug = dist.augmented(ref, np.float32, "a") if metric != "L1" else None
-        if device is not None and a_aug is not None:
-            a_aug = torch.from_numpy(a_aug).to(device)
-        block = max(1, min(n, (1 << 19) // max(n, 1)))  # rows per product: ~2 MB of proxies (L2 cache)
+        ref_codes = dist.Int8Codes(ref) if device is None and metric != "L1" else None
         out = []
         for level in LEVELS:
             for k in range(1, 6):
                 target = desc.sequence(seq, LEVEL_BASE[level] + k)
-                b_aug = b_size = None
-                if metric != "L1":
-                    b_aug = dist.augmented(target, np.float32, "b")
-                    b_size = float(b_aug[:, -1].max(initial=0.0))
-                    if device is not None:
-                        b_aug = torch.from_numpy(b_aug).to(device)
-                nn = np.empty(n, dtype=np.int64)
-                for start in range(0, n, block):
-                    sl = slice(start, start + block)
-                    nn[sl] = dist.match_block(ref[sl], target, metric,
-                                              a_aug=None if a_aug is None else a_aug[sl], b_aug=b_aug,
-                                              device=device, b_size=b_size)
-                d = dist.exact_rows(ref, target[nn], metric)
+                nn = dist.nearest(ref, target, metric, device=device, a_codes=ref_codes)
+                d = dist.exact_pairs(ref, truth, target, nn, metric)
                 correct = nn == truth
                 before = negatives_before_positives(correct[stable_rank(d)])
                 ap = average_precision(before, n, convention.ap_kind)
