@@ -32,18 +32,20 @@ def exact_rows(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     return sq if metric == "L2sq" else np.sqrt(sq)
 
 
-def paired(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+def paired(a: np.ndarray, b: np.ndarray, metric: str, diff: np.ndarray | None = None,
+           out: np.ndarray | None = None) -> np.ndarray:
     """Distances between paired float32 rows, rounded as the official verification computes them.
 
     scipy's ``euclidean``/``cityblock`` on float32 vectors take the difference in float32; the L2
     norm (BLAS nrm2) is accurate and rounded to float32, which the float64 sum of squares followed
     by a float32 cast reproduces (checked equal on random unit vectors); L1 sums in float32.
+    ``diff`` (float32, shape of a) and ``out`` (float64) are optional buffers.
     """
-    diff = a - b
+    diff = np.subtract(a, b, out=diff)
     if metric == "L1":
-        return np.abs(diff).sum(axis=1).astype(np.float64)
-    out = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
-    return np.sqrt(out).astype(np.float32).astype(np.float64) if metric == "L2" else out
+        return np.abs(diff, out=diff).sum(axis=1).astype(np.float64)
+    out = np.einsum("ij,ij->i", diff, diff, dtype=np.float64, out=out)
+    return np.sqrt(out, out=out).astype(np.float32).astype(np.float64) if metric == "L2" else out
 
 
 def _is_integer(x: np.ndarray) -> bool:
@@ -486,21 +488,18 @@ def _digits(shift: np.ndarray, n_cols: int) -> np.ndarray:
     return out
 
 
-class Int8Nearest:
-    """Nearest neighbours (L2) of the rows of ``A`` among the rows of ``B`` from exact int8 products.
-
-    The product ``[qa, 1, 127, ...] . [qb, -digits]`` is ``V = qa.qb - R_b`` with ``R_b`` = rint(|b|^2 /
-    (2 sA sB)) up to a constant, so larger V means nearer, within ``E`` (per row of A, product units)
-    of the exact value. Rows whose second-largest V lies within 2 E of the largest are decided by
-    reference distances of every column in that window (ties -> lowest index, as ``np.argmin`` over
-    the reference distances). ``usable`` is False where the integers could overflow.
+class Int8Products:
+    """Exact integer proxies ``V = [qa, 1, 127, ...] . [qb, -digits]`` of the scaled L2 proxy
+    ``T = (|a|^2 - |a - b|^2) / (2 sA sB) + base`` (larger is nearer): ``digits`` spell
+    ``rint(|b|^2 / (2 sA sB)) - base`` in int8. ``|V - T| <= bound`` (per row of A, a float). ``usable``
+    is False where the integers could overflow int32 (then use the float paths).
     """
 
-    def __init__(self, A: np.ndarray, a: Int8Codes, B: np.ndarray, b: Int8Codes, metric: str):
-        self.A, self.B, self.metric = A, B, metric
-        units = a.scale * b.scale
-        beta = b.sq / (2 * units)
-        shift = np.rint(beta - np.floor(beta.min(initial=0.0))).astype(np.int64)
+    def __init__(self, a: Int8Codes, b: Int8Codes):
+        self.units = a.scale * b.scale
+        beta = b.sq / (2 * self.units)
+        self.base = float(np.floor(beta.min(initial=0.0)))
+        shift = np.rint(beta - self.base).astype(np.int64)
         top = int(shift.max(initial=0))
         n_cols = -(-(top // _Q) // _Q)
         dim = a.dim
@@ -508,26 +507,48 @@ class Int8Nearest:
         if not self.usable:
             return
         width = -(-(dim + 1 + n_cols) // 8) * 8
-        self.b_codes = np.zeros((len(B), width), dtype=np.int8)
+        self.b_codes = np.zeros((len(b.q), width), dtype=np.int8)
         self.b_codes[:, :dim] = b.q
         self.b_codes[:, dim:dim + 1 + n_cols] = -_digits(shift, n_cols)
-        self.a_codes = np.zeros((len(A), width), dtype=np.int8)
+        self.a_codes = np.zeros((len(a.q), width), dtype=np.int8)
         self.a_codes[:, :dim] = a.q
         self.a_codes[:, dim] = 1
         self.a_codes[:, dim + 1:dim + 1 + n_cols] = _Q
         b_resid = float(b.resid.max(initial=0.0))
         b_norm = float(b.norm.max(initial=0.0))
-        # inner-product bound + rounding of R_b + float32 error of |b|^2 + one unit of slack
-        bound = ((a.norm * b_resid + a.resid * (b_norm + b_resid)) / units * (1 + 2.0 ** -40)
-                 + 0.5 + float(beta.max(initial=0.0)) * b.sq_err + 1.0)
-        self.window = np.floor(2 * bound).astype(np.int64)
-        self.t_b = torch.from_numpy(self.b_codes)
+        # inner-product bound + rounding of the digits + float32 error of |b|^2 + one unit of slack
+        self.bound = ((a.norm * b_resid + a.resid * (b_norm + b_resid)) / self.units * (1 + 2.0 ** -40)
+                      + 0.5 + float(beta.max(initial=0.0)) * b.sq_err + 1.0)
+
+    def products(self, a_rows, b_codes: torch.Tensor, out: torch.Tensor) -> np.ndarray:
+        """V for the A rows ``a_rows`` (a slice or indices) against ``b_codes`` (a torch view of rows
+        of ``self.b_codes``), written into ``out`` (int32, reused: fresh arrays cost page faults)."""
+        a = torch.from_numpy(np.ascontiguousarray(self.a_codes[a_rows]))
+        block = out.view(-1)[:len(a) * len(b_codes)].view(len(a), len(b_codes))  # contiguous
+        return torch._int_mm(a, b_codes.T, out=block).numpy()
+
+
+class Int8Nearest:
+    """Nearest neighbours (L2) of the rows of ``A`` among the rows of ``B`` from ``Int8Products``.
+
+    Rows whose second-largest V lies within 2 bound of the largest are decided by reference distances
+    of every column in that window (ties -> lowest index, as ``np.argmin`` over the reference
+    distances).
+    """
+
+    def __init__(self, A: np.ndarray, a: Int8Codes, B: np.ndarray, b: Int8Codes, metric: str):
+        self.A, self.B, self.metric = A, B, metric
+        self.proxies = Int8Products(a, b)
+        self.usable = self.proxies.usable
+        if self.usable:
+            self.window = np.floor(2 * self.proxies.bound).astype(np.int64)
+            self.t_b = torch.from_numpy(self.proxies.b_codes)
 
     def rows(self, start: int, stop: int, products: torch.Tensor, mask: np.ndarray) -> np.ndarray:
         """Nearest neighbours of rows ``start:stop`` of A. ``products`` (int32) and ``mask`` (bool) are
         buffers of at least that many rows x len(B), reused between calls."""
         n = stop - start
-        V = torch._int_mm(torch.from_numpy(self.a_codes[start:stop]), self.t_b.T, out=products[:n]).numpy()
+        V = self.proxies.products(slice(start, stop), self.t_b, products)
         r = np.arange(n)
         nn = V.argmax(axis=1)
         if V.shape[1] < 2:
@@ -550,6 +571,78 @@ class Int8Nearest:
             head[1:] = rr[order][1:] != rr[order][:-1]
             nn[rr[order][head]] = cols[order][head]
         return nn
+
+
+class Closer:
+    """Negatives strictly closer to each query than each of its positives (L2), per block of the
+    negative list, from float32 products ``P = |b|^2 - 2 q.b`` (``augmented``; proxies of |q - b|^2 -
+    |q|^2 within ``tol = 4 (D + 2) u (|q|^2 + max |b|^2)``).
+
+    A negative is closer than a positive of reference squared distance p where P < key = p - |q|^2:
+    certainly where P < key - tol, certainly not where P > key + tol, and by reference distances in
+    between (equal ones rank after the positive, as the official lists put positives first). Only
+    negatives below the farthest positive's key + tol are looked at. (int8 products are faster, but
+    their bound is too wide here: the positives lie among the negatives, not apart from them.)
+    """
+
+    COLUMNS = 2048  # negatives per product block: 128 queries x 2048 float32 = 1 MB
+
+    def __init__(self, Q: np.ndarray, B: np.ndarray, metric: str):
+        self.Q, self.B, self.metric = Q, B, metric
+        self.q_aug = augmented(Q, np.float32, "a")
+        self.b_aug = augmented(B, np.float32, "b")
+        q64 = Q.astype(np.float64)
+        self.q_sq = np.einsum("ij,ij->i", q64, q64)
+        b_size = float(np.einsum("ij,ij->i", B, B, dtype=np.float64).max(initial=0.0))
+        self.tol = 4.0 * (Q.shape[1] + 2) * _U32 * (self.q_sq + b_size) + 1e-30
+
+    def count(self, rows: np.ndarray, negatives: np.ndarray, positive_ref: np.ndarray,
+              positive_d: np.ndarray, limits: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """(len(rows), M, blocks) counts for queries ``rows`` against the negatives ``B[negatives]`` in
+        list order; block b holds list positions ``limits[b-1] <= j < limits[b]``. ``positive_ref``
+        (rows, M) are the positives' reference squared distances, ``positive_d`` their reference
+        values in ``metric``; ``out`` a float32 buffer of at least len(rows) x COLUMNS."""
+        n_rows, n_thr = positive_ref.shape
+        n_blocks = len(limits)
+        stop = int(limits[-1]) if n_blocks else 0
+        if n_rows == 0 or stop == 0:
+            return np.zeros((n_rows, n_thr, n_blocks), dtype=np.int64)
+        tol = self.tol[rows]
+        keys = positive_ref - self.q_sq[rows, None]
+        perm = np.argsort(keys, axis=1, kind="stable")
+        keys = np.take_along_axis(keys, perm, axis=1)  # ascending per row; perm maps back
+        top = np.nextafter((keys[:, -1] + tol).astype(np.float32), np.float32(np.inf))
+        q_aug = self.q_aug[rows]
+        b_aug = self.b_aug[negatives[:stop]]
+        # per (row, block): histogram of how many keys each candidate certainly does not beat
+        hist = np.zeros((n_rows * n_blocks, n_thr + 1), dtype=np.int64)
+        exact = np.zeros((n_rows * n_blocks, n_thr), dtype=np.int64)
+        for c0 in range(0, stop, self.COLUMNS):
+            b = b_aug[c0:c0 + self.COLUMNS]
+            P = np.matmul(q_aug, b.T, out=out.reshape(-1)[:n_rows * len(b)].reshape(n_rows, len(b)))
+            r, c = np.divmod(np.flatnonzero(P <= top[:, None]), P.shape[1])
+            if not r.size:
+                continue
+            v = P[r, c].astype(np.float64)
+            k = keys[r]
+            # sorted key s is certainly beaten (v < key - tol) for s >= n_hi, certainly not for s < n_lo
+            n_hi = np.count_nonzero(k <= (v + tol[r])[:, None], axis=1)
+            n_lo = np.count_nonzero(k < (v - tol[r])[:, None], axis=1)
+            cell = r * n_blocks + np.searchsorted(limits, c0 + c, side="right")
+            hist += np.bincount(cell * (n_thr + 1) + n_hi, minlength=hist.size).reshape(hist.shape)
+            unsure = np.flatnonzero(n_lo < n_hi)
+            if unsure.size:
+                ci = np.repeat(unsure, (n_hi - n_lo)[unsure])
+                si = np.concatenate([np.arange(lo, hi) for lo, hi in zip(n_lo[unsure], n_hi[unsure])])
+                d = exact_pairs(self.Q, rows[r[ci]], self.B, negatives[c0 + c[ci]], self.metric)
+                hit = d < positive_d[r[ci], perm[r[ci], si]]
+                np.add.at(exact, (cell[ci][hit], si[hit]), 1)
+        certain = np.cumsum(hist[:, :n_thr], axis=1)  # candidates with n_hi <= s beat sorted key s
+        sorted_counts = (certain + exact).reshape(n_rows, n_blocks, n_thr)
+        counts = np.empty((n_rows, n_thr, n_blocks), dtype=np.int64)
+        np.put_along_axis(counts, np.broadcast_to(perm[:, :, None], counts.shape),
+                          sorted_counts.transpose(0, 2, 1), axis=1)
+        return counts
 
 
 def nearest(A: np.ndarray, B: np.ndarray, metric: str, device=None, a_codes: Int8Codes | None = None

@@ -67,7 +67,8 @@ POOL_SIZES = (100, 500, 1000, 5000, 10000, 15000, 20000)
 N_POSITIVES_RETRIEVAL = 5
 CONVENTIONS = ("python", "matlab")
 TASKS = ("verification", "matching", "retrieval")
-_CHUNK = 1 << 16
+_QUERY_BLOCK = 128  # retrieval queries per product block
+_PAIR_CHUNK = 512  # verification pairs per chunk: buffers of 256 KB for D = 128
 _DEGENERACY_SAMPLE = 20000   # ref descriptors looked at by HPatchesDescriptors.degeneracy
 _DEGENERATE_SHARE = 0.10     # one vector shared by this fraction of them
 _DEGENERATE_DISTINCT = 0.5   # fewer distinct vectors than this fraction
@@ -330,11 +331,6 @@ def task_lengths(task_dir: str | os.PathLike, split_name: str, tasks: Sequence[s
     return need
 
 
-def _workers() -> int:
-    """Threads for the verification gathers: the CPUs this process may use, at most 4."""
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
-
-
 def _image(t: np.ndarray, level: str) -> np.ndarray:
     """Image type index of task-file image numbers t (0 = ref, k = k-th target of ``level``)."""
     return np.where(t == 0, 0, LEVEL_BASE[level] + t)
@@ -348,56 +344,70 @@ def _category(name: str) -> str:
 # verification
 # ----------------------------------------------------------------------------------------------
 def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple],
-                            tables: Mapping[str, taskfiles.PairTable], level: str, metric: str
-                            ) -> dict[str, np.ndarray]:
-    """Distances of every pair file at ``level``. Pairs are visited in order of their first patch
-    (memory locality); a first side shared by several files is gathered once."""
+                            tables: Mapping[str, taskfiles.PairTable], metric: str,
+                            threads: int | None = None
+                            ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, np.ndarray]]:
+    """Distances of every pair file at every level, keyed (level, kind), in the order ``orders[kind]``
+    of the file's rows (every score but the imbalanced one ignores the order; that one keeps the
+    positives at rows < n).
+
+    One pass over the pairs in order of their first patch computes all three levels (the 16 images
+    of a sequence's patches stay in cache); a first side shared by several files is gathered once;
+    chunks of ``_PAIR_CHUNK`` pairs in reused buffers (no page faults on fresh temporaries); the
+    pairs split into one contiguous range per worker thread (numpy releases the GIL).
+    """
     flat = desc.data.reshape(-1, desc.dim)
     total = desc.data.shape[1]
-    first = {k: _image(tables[k].t1, level) * total + rows[k][0] for k in tables}
-    second = {k: _image(tables[k].t2, level) * total + rows[k][1] for k in tables}
-    kinds = list(tables)
     groups: list[list[str]] = []
-    for k in kinds:  # files whose first sides are identical share one gather
+    for k in tables:  # files whose first sides are identical share one gather
         for g in groups:
-            if np.array_equal(first[g[0]], first[k]):
+            if np.array_equal(rows[g[0]][0], rows[k][0]) and np.array_equal(tables[g[0]].t1, tables[k].t1):
                 g.append(k)
                 break
         else:
             groups.append([k])
-    out = {}
+    out = {(level, k): np.empty(len(tables[k]), dtype=np.float64) for level in LEVELS for k in tables}
+    orders = {}
     for group in groups:
-        order = np.argsort(first[group[0]])
-        i1 = first[group[0]][order]
-        sorted_second = {k: second[k][order] for k in group}
-        d = {k: np.empty(len(order), dtype=np.float64) for k in group}
+        order = np.argsort(rows[group[0]][0])
+        orders.update({k: order for k in group})
+        p1, t1 = rows[group[0]][0][order], tables[group[0]].t1[order]
+        second = {k: (rows[k][1][order], tables[k].t2[order]) for k in group}
 
-        def chunk(start: int, i1=i1, sorted_second=sorted_second, d=d, group=group) -> None:
-            sl = slice(start, start + _CHUNK)
-            a = np.take(flat, i1[sl], axis=0)
-            for k in group:
-                d[k][sl] = dist.paired(a, np.take(flat, sorted_second[k][sl], axis=0), metric)
+        def part(bounds: tuple[int, int], p1=p1, t1=t1, second=second, group=group) -> None:
+            m = _PAIR_CHUNK
+            a, b = np.empty((m, desc.dim), np.float32), np.empty((m, desc.dim), np.float32)
+            diff = np.empty((m, desc.dim), np.float32)
+            d = np.empty(m, np.float64)
+            for start in range(*bounds, m):
+                stop = min(start + m, bounds[1])
+                n = stop - start
+                for level in LEVELS:
+                    np.take(flat, _image(t1[start:stop], level) * total + p1[start:stop], axis=0, out=a[:n])
+                    for k in group:
+                        p2, t2 = second[k]
+                        np.take(flat, _image(t2[start:stop], level) * total + p2[start:stop], axis=0, out=b[:n])
+                        out[level, k][start:stop] = dist.paired(a[:n], b[:n], metric, diff[:n], d[:n])
 
-        # numpy releases the GIL in take/subtract/einsum, so chunks run in parallel threads
-        with ThreadPoolExecutor(max_workers=_workers()) as pool:
-            list(pool.map(chunk, range(0, len(order), _CHUNK)))
-        for k in group:
-            out[k] = np.empty(len(order), dtype=np.float64)
-            out[k][order] = d[k]
-    return out
+        workers = dist.worker_count(threads)
+        edges = np.linspace(0, len(order), workers + 1).astype(np.int64)
+        parts = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+        if len(parts) < 2:
+            [part(x) for x in parts]
+        else:
+            with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+                list(pool.map(part, parts))
+    return out, orders
 
 
-def _before(neg: np.ndarray, pos: np.ndarray, positives_first: bool) -> np.ndarray:
-    """Negatives ranked before each positive when the two lists are merged by distance with a
-    stable sort (ties: positives first or negatives first); in the positives' own order."""
-    order = np.argsort(pos)  # searching in sorted order is cache-friendly
-    before = np.empty(len(pos), dtype=np.int64)
-    before[order] = np.searchsorted(np.sort(neg), pos[order], side="left" if positives_first else "right")
-    return before
+def _before(sorted_neg: np.ndarray, sorted_pos: np.ndarray, positives_first: bool) -> np.ndarray:
+    """Negatives ranked before each positive (both sorted by distance) when the two lists are merged
+    with a stable sort (ties: positives first or negatives first)."""
+    return np.searchsorted(sorted_neg, sorted_pos, side="left" if positives_first else "right")
 
 
 def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Mapping,
-                 convention: Convention) -> pd.DataFrame:
+                 convention: Convention, threads: int | None = None) -> pd.DataFrame:
     """Rows (level, negatives, protocol, value): balanced = ROC AUC, imbalanced = AP."""
     name = split["name"]
     tables = {kind: taskfiles.read_pairs(task_dir, kind, name) for kind in taskfiles.VERIF_KINDS}
@@ -408,20 +418,24 @@ def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: 
                       desc.rows(table.names, table.seq2, table.idx2, origin))
     n_pos = len(tables["pos"])
     records = []
-    for level in progress(LEVELS, desc="verification", leave=False, logger=log):
-        d = _verification_distances(desc, rows, tables, level, convention.metric)
+    distances, orders = _verification_distances(desc, rows, tables, convention.metric, threads)
+    for level in LEVELS:
+        pos = distances[level, "pos"]
+        sorted_pos = np.sort(pos)
         for negatives in NEGATIVES:
-            d_neg = d[f"neg_{negatives}"]
-            n_neg = len(d_neg)
+            sorted_neg = np.sort(distances[level, f"neg_{negatives}"])
+            n_neg = len(sorted_neg)
             if n_neg != n_pos and convention.name == "python":
                 log.warning("verification: %d negatives but %d positives; the official python code "
                             "assumes equal counts (it labels the list as if they were)", n_neg, n_pos)
             # python lists [negatives, positives] and keeps the first int(0.2 P) positives; MATLAB
             # lists [positives, negatives] and keeps the first floor(0.2 N) positives
             n_keep = int(np.floor(n_neg * 0.2)) if convention.positives_first else int(n_pos * 0.2)
-            before = _before(d_neg, d["pos"], convention.positives_first)
+            before = _before(sorted_neg, sorted_pos, convention.positives_first)
             records.append((level, negatives, "balanced", roc_auc(before, n_pos, n_neg)))
-            ap = average_precision(np.sort(before[:n_keep]), n_keep, convention.ap_kind)
+            kept = np.sort(pos[orders["pos"] < n_keep])
+            ap = average_precision(_before(sorted_neg, kept, convention.positives_first), n_keep,
+                                   convention.ap_kind)
             records.append((level, negatives, "imbalanced", float(ap)))
     return pd.DataFrame.from_records(records, columns=["level", "negatives", "protocol", "value"])
 
@@ -509,7 +523,6 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
     n_dist = len(d_rows)
     pools = POOL_SIZES if convention.name == "python" else (n_dist + N_POSITIVES_RETRIEVAL,)
     metric = convention.metric
-    d_aug = dist.augmented(d_desc, np.float64, "b") if metric != "L1" else None
 
     # positives: the query patch in images 1..5 of each level -> (Q, 3 levels x 5)
     q_desc = np.ascontiguousarray(desc.data[0, q_rows])
@@ -520,18 +533,28 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
 
     ap = np.empty((len(q_rows), len(LEVELS), len(pools)), dtype=np.float64)
 
+    closer = dist.Closer(q_desc, d_desc, metric) if device is None and metric != "L1" else None
+    d_aug = dist.augmented(d_desc, np.float64, "b") if metric != "L1" and closer is None else None
+
     def one(seq: int) -> None:
         members = np.flatnonzero(q_seq == seq)
         keep = d_seq != seq  # the official code drops distractors of the query's own sequence
-        b = np.ascontiguousarray(d_desc[keep])
-        b_aug = None if d_aug is None else np.ascontiguousarray(d_aug[keep])
-        if device is not None and b_aug is not None:
-            b_aug = torch.from_numpy(b_aug).to(device)
-        limits = np.array([min(p - N_POSITIVES_RETRIEVAL, len(b)) for p in pools])
-        for start in range(0, len(members), 128):
-            qs = members[start:start + 128]
-            counts = dist.count_before(q_desc[qs], b, metric, pos_ref[qs], pos_d[qs], limits,
-                                       device=device, b_aug=b_aug)
+        limits = np.array([min(p - N_POSITIVES_RETRIEVAL, int(keep.sum())) for p in pools])
+        if closer is not None:
+            negatives = np.flatnonzero(keep)
+            out = np.empty((_QUERY_BLOCK, closer.COLUMNS), dtype=np.float32)
+        else:
+            b = np.ascontiguousarray(d_desc[keep])
+            b_aug = None if d_aug is None else np.ascontiguousarray(d_aug[keep])
+            if device is not None and b_aug is not None:
+                b_aug = torch.from_numpy(b_aug).to(device)
+        for start in range(0, len(members), _QUERY_BLOCK):
+            qs = members[start:start + _QUERY_BLOCK]
+            if closer is not None:
+                counts = closer.count(qs, negatives, pos_ref[qs], pos_d[qs], limits, out)
+            else:
+                counts = dist.count_before(q_desc[qs], b, metric, pos_ref[qs], pos_d[qs], limits,
+                                           device=device, b_aug=b_aug)
             before = np.cumsum(counts, axis=2).reshape(len(qs), len(LEVELS), N_POSITIVES_RETRIEVAL, -1)
             before = np.sort(before, axis=2).transpose(0, 1, 3, 2)  # (q, level, pool, positive)
             ap[qs] = average_precision(before, N_POSITIVES_RETRIEVAL, convention.ap_kind)
@@ -591,7 +614,7 @@ def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name:
         log.warning("%s", warning)  # once per evaluation
     results: dict[str, pd.DataFrame] = {}
     if "verification" in tasks:
-        results["verification"] = verification(desc, task_dir, split, convention)
+        results["verification"] = verification(desc, task_dir, split, convention, threads=threads)
     if "matching" in tasks:
         seqs = list(split["test"]) if convention.name == "python" else list(desc.names)
         results["matching"] = matching(desc, seqs, convention, device=device, threads=threads)
