@@ -10,6 +10,8 @@ recomputed exactly. A degenerate descriptor (many equal distances) is therefore 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -423,20 +425,32 @@ def count_before(Q: np.ndarray, B: np.ndarray, metric: str, positive_ref: np.nda
 # int8 codes: the CPU proxies of L2 matching and retrieval
 # ----------------------------------------------------------------------------------------------
 _Q = 127          # codes lie in [-127, 127]
-_PAIRS = 256      # pairs per chunk of reference distances (buffers of 256 KB at most for D = 128)
+_FOLD = 64        # |b|^2 spreads (product units) below this go into the bound, not into digit columns
+_PAIRS = 256      # pairs per chunk of reference distances (per-thread buffers)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, int], dtype) -> np.ndarray:
+    """A per-thread buffer of at least ``shape`` (reused between calls: fresh large arrays cost page
+    faults, often more than the arithmetic done in them)."""
+    buf = getattr(_SCRATCH, name, None)
+    if buf is None or buf.dtype != dtype or buf.shape[1] != shape[1] or buf.shape[0] < shape[0]:
+        buf = np.empty(shape, dtype=dtype)
+        setattr(_SCRATCH, name, buf)
+    return buf[:shape[0]]
 
 
 def exact_pairs(A: np.ndarray, ia: np.ndarray, B: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
     """``exact_rows(A[ia], B[ib], metric)`` (the same float64 operations, so the same values) in
-    chunks of reused buffers: bounded memory for any number of pairs, and no fresh large arrays
-    (their page faults cost more than the arithmetic)."""
+    chunks of per-thread buffers: bounded memory for any number of pairs, and no page faults."""
     n, dim = len(ia), A.shape[1]
     out = np.empty(n, dtype=np.float64)
-    rows = min(n, _PAIRS)
-    ga, gb = np.empty((rows, dim), A.dtype), np.empty((rows, dim), B.dtype)
-    diff = np.empty((rows, dim), dtype=np.float64)
-    for start in range(0, n, rows):
-        m = min(rows, n - start)
+    ga, gb = _scratch("ga", (_PAIRS, dim), A.dtype), _scratch("gb", (_PAIRS, dim), B.dtype)
+    diff = _scratch("diff", (_PAIRS, dim), np.float64)
+    for start in range(0, n, _PAIRS):
+        m = min(_PAIRS, n - start)
         np.take(A, ia[start:start + m], axis=0, out=ga[:m])
         np.take(B, ib[start:start + m], axis=0, out=gb[:m])
         d = np.subtract(ga[:m], gb[:m], out=diff[:m], dtype=np.float64)
@@ -491,8 +505,9 @@ def _digits(shift: np.ndarray, n_cols: int) -> np.ndarray:
 class Int8Products:
     """Exact integer proxies ``V = [qa, 1, 127, ...] . [qb, -digits]`` of the scaled L2 proxy
     ``T = (|a|^2 - |a - b|^2) / (2 sA sB) + base`` (larger is nearer): ``digits`` spell
-    ``rint(|b|^2 / (2 sA sB)) - base`` in int8. ``|V - T| <= bound`` (per row of A, a float). ``usable``
-    is False where the integers could overflow int32 (then use the float paths).
+    ``rint(|b|^2 / (2 sA sB)) - base`` in int8; where those differ by at most ``_FOLD`` (normalised
+    descriptors) ``V = qa.qb`` and the spread joins the bound. ``|V - T| <= bound`` (per row of A, a
+    float). ``usable`` is False where the integers could overflow int32 (then use the float paths).
     """
 
     def __init__(self, a: Int8Codes, b: Int8Codes):
@@ -501,24 +516,31 @@ class Int8Products:
         self.base = float(np.floor(beta.min(initial=0.0)))
         shift = np.rint(beta - self.base).astype(np.int64)
         top = int(shift.max(initial=0))
-        n_cols = -(-(top // _Q) // _Q)
         dim = a.dim
-        self.usable = n_cols <= dim and dim * _Q * _Q + top < 2 ** 31 - 1
-        if not self.usable:
-            return
-        width = -(-(dim + 1 + n_cols) // 8) * 8
-        self.b_codes = np.zeros((len(b.q), width), dtype=np.int8)
-        self.b_codes[:, :dim] = b.q
-        self.b_codes[:, dim:dim + 1 + n_cols] = -_digits(shift, n_cols)
-        self.a_codes = np.zeros((len(a.q), width), dtype=np.int8)
-        self.a_codes[:, :dim] = a.q
-        self.a_codes[:, dim] = 1
-        self.a_codes[:, dim + 1:dim + 1 + n_cols] = _Q
+        self.usable = dim * _Q * _Q + top < 2 ** 31 - 1
+        if top <= _FOLD:  # (normalised descriptors) |b|^2 nearly equal: V = qa.qb, the spread bounded
+            self.a_codes, self.b_codes = a.q, b.q
+            self.base += (top + 0.5) / 2
+            digits_error = (top + 0.5) / 2
+        else:
+            n_cols = -(-(top // _Q) // _Q)
+            self.usable = self.usable and n_cols <= dim
+            if not self.usable:
+                return
+            width = -(-(dim + 1 + n_cols) // 8) * 8
+            self.b_codes = np.zeros((len(b.q), width), dtype=np.int8)
+            self.b_codes[:, :dim] = b.q
+            self.b_codes[:, dim:dim + 1 + n_cols] = -_digits(shift, n_cols)
+            self.a_codes = np.zeros((len(a.q), width), dtype=np.int8)
+            self.a_codes[:, :dim] = a.q
+            self.a_codes[:, dim] = 1
+            self.a_codes[:, dim + 1:dim + 1 + n_cols] = _Q
+            digits_error = 0.5
         b_resid = float(b.resid.max(initial=0.0))
         b_norm = float(b.norm.max(initial=0.0))
         # inner-product bound + rounding of the digits + float32 error of |b|^2 + one unit of slack
         self.bound = ((a.norm * b_resid + a.resid * (b_norm + b_resid)) / self.units * (1 + 2.0 ** -40)
-                      + 0.5 + float(beta.max(initial=0.0)) * b.sq_err + 1.0)
+                      + digits_error + float(beta.max(initial=0.0)) * b.sq_err + 1.0)
 
     def products(self, a_rows, b_codes: torch.Tensor, out: torch.Tensor) -> np.ndarray:
         """V for the A rows ``a_rows`` (a slice or indices) against ``b_codes`` (a torch view of rows
@@ -544,9 +566,11 @@ class Int8Nearest:
             self.window = np.floor(2 * self.proxies.bound).astype(np.int64)
             self.t_b = torch.from_numpy(self.proxies.b_codes)
 
-    def rows(self, start: int, stop: int, products: torch.Tensor, mask: np.ndarray) -> np.ndarray:
-        """Nearest neighbours of rows ``start:stop`` of A. ``products`` (int32) and ``mask`` (bool) are
-        buffers of at least that many rows x len(B), reused between calls."""
+    def rows(self, start: int, stop: int, products: torch.Tensor, mask: np.ndarray, distance: np.ndarray
+             ) -> np.ndarray:
+        """Nearest neighbours of rows ``start:stop`` of A; the reference distances to them of the rows
+        decided by reference distances go into ``distance[start:stop]`` (the others stay NaN).
+        ``products`` (int32) and ``mask`` (bool) are buffers of at least that many rows x len(B)."""
         n = stop - start
         V = self.proxies.products(slice(start, stop), self.t_b, products)
         r = np.arange(n)
@@ -570,6 +594,7 @@ class Int8Nearest:
             head = np.ones(order.size, dtype=bool)
             head[1:] = rr[order][1:] != rr[order][:-1]
             nn[rr[order][head]] = cols[order][head]
+            distance[start + rr[order][head]] = d[order][head]
         return nn
 
 
@@ -646,30 +671,38 @@ class Closer:
 
 
 def nearest(A: np.ndarray, B: np.ndarray, metric: str, device=None, a_codes: Int8Codes | None = None
-            ) -> np.ndarray:
-    """Nearest row of ``B`` for every row of ``A`` (ties -> lowest index of the reference distances).
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest row of ``B`` for every row of ``A`` (ties -> lowest index of the reference distances)
+    and the reference distance to it.
 
     On the CPU, L2: exact int8 products (``Int8Nearest``) in row blocks whose products fit in the L2
     cache; on ``device``, for L1, or where int8 integers could overflow: float32 products
     (``match_block``). ``a_codes`` are ``Int8Codes(A)`` when the caller reuses them.
     """
     n = len(A)
+    distance = np.full(n, np.nan)
     if n == 0:
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.int64), distance
     rows = max(1, min(n, (1 << 18) // max(len(B), 1)))
+    nn = None
     if device is None and metric != "L1":
         kernel = Int8Nearest(A, a_codes if a_codes is not None else Int8Codes(A), B, Int8Codes(B), metric)
         if kernel.usable:
             products = torch.empty((rows, len(B)), dtype=torch.int32)
             mask = np.empty((rows, len(B)), dtype=bool)
-            return np.concatenate([kernel.rows(s, min(n, s + rows), products, mask) for s in range(0, n, rows)])
-    a_aug = b_aug = b_size = None
-    if metric != "L1":
-        a_aug, b_aug = augmented(A, np.float32, "a"), augmented(B, np.float32, "b")
-        b_size = float(b_aug[:, -1].max(initial=0.0))
-        if device is not None:
-            a_aug, b_aug = (torch.from_numpy(x).to(_torch_device(device)) for x in (a_aug, b_aug))
-    rows = max(1, min(n, (1 << 19) // max(len(B), 1)))
-    return np.concatenate([
-        match_block(A[s:s + rows], B, metric, a_aug=None if a_aug is None else a_aug[s:s + rows],
-                    b_aug=b_aug, device=device, b_size=b_size) for s in range(0, n, rows)])
+            nn = np.concatenate([kernel.rows(s, min(n, s + rows), products, mask, distance)
+                                 for s in range(0, n, rows)])
+    if nn is None:
+        a_aug = b_aug = b_size = None
+        if metric != "L1":
+            a_aug, b_aug = augmented(A, np.float32, "a"), augmented(B, np.float32, "b")
+            b_size = float(b_aug[:, -1].max(initial=0.0))
+            if device is not None:
+                a_aug, b_aug = (torch.from_numpy(x).to(_torch_device(device)) for x in (a_aug, b_aug))
+        rows = max(1, min(n, (1 << 19) // max(len(B), 1)))
+        nn = np.concatenate([
+            match_block(A[s:s + rows], B, metric, a_aug=None if a_aug is None else a_aug[s:s + rows],
+                        b_aug=b_aug, device=device, b_size=b_size) for s in range(0, n, rows)])
+    todo = np.flatnonzero(np.isnan(distance))
+    distance[todo] = exact_pairs(A, todo, B, nn[todo], metric)
+    return nn, distance
