@@ -118,18 +118,6 @@ class ProxyIndex:
         return Proxies(values, tol, offset, exact)
 
 
-def nearest_neighbours(A: np.ndarray, B: np.ndarray, metric: str, chunk: int = 512
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of ``A``: the index of its nearest row of ``B`` (ties -> lowest index, as
-    ``np.argmin`` over the reference distances) and the reference distance to it."""
-    index = ProxyIndex(B, metric)
-    nn = np.empty(len(A), dtype=np.int64)
-    for start in range(0, len(A), chunk):  # row blocks keep the proxy block in cache
-        rows = slice(start, start + chunk)
-        nn[rows] = _nearest_from_proxies(index.proxies(A[rows]), A[rows], index.B, metric)
-    return nn, exact_rows(A, B[nn], metric)
-
-
 def _nearest_from_proxies(p: Proxies, A: np.ndarray, B: np.ndarray, metric: str) -> np.ndarray:
     values = p.values
     nn = values.argmin(axis=1)
@@ -148,42 +136,6 @@ def _nearest_from_proxies(p: Proxies, A: np.ndarray, B: np.ndarray, metric: str)
         first[1:] = rows[order][1:] != rows[order][:-1]
         nn[rows[order][first]] = cols[order][first]
     return nn
-
-
-def count_closer(p: Proxies, A: np.ndarray, B: np.ndarray, metric: str, reference: np.ndarray,
-                 positive_d: np.ndarray, limits: np.ndarray) -> np.ndarray:
-    """Negatives strictly closer than each positive, per block of negatives.
-
-    ``B`` are the negatives in list order, ``p`` the proxies from the rows of ``A`` to them,
-    ``reference`` (rows, M) the positives' reference values (``squared_or_l1``) and ``positive_d``
-    their reference distances; block b holds negatives ``limits[b-1] <= j < limits[b]`` (limits[-1]
-    = 0). Returns (rows, M, blocks) counts of negatives with distance < the positive's (equal ones
-    rank after the positive, as the official lists put positives first). Only proxies below the
-    largest threshold are inspected; those within the error bound of a threshold are decided with
-    reference distances.
-    """
-    n_rows, n_thr = reference.shape
-    n_blocks = len(limits)
-    keys = p.key(reference)
-    lo = keys if p.exact else keys - p.tol[:, None]
-    hi = keys if p.exact else keys + p.tol[:, None]
-    top = np.nextafter(hi.max(axis=1).astype(np.float32), np.float32(np.inf))
-    values = p.values[:, :limits[-1]] if len(limits) else p.values[:, :0]
-    row, col = np.nonzero(values <= top[:, None])
-    v = values[row, col].astype(np.float64)
-    cell = row * n_blocks + np.searchsorted(limits, col, side="right")
-    counts = np.zeros((n_rows, n_thr, n_blocks), dtype=np.int64)
-    less = v[:, None] < lo[row]  # (candidates, thresholds): certainly closer
-    for m in range(n_thr):
-        counts[:, m, :] = np.bincount(cell, weights=less[:, m], minlength=n_rows * n_blocks
-                                      ).reshape(n_rows, n_blocks)
-    if not p.exact:
-        cand, thr = np.nonzero(~less & (v[:, None] <= hi[row]))
-        if cand.size:
-            d = exact_rows(A[row[cand]], B[col[cand]], metric)
-            closer = d < positive_d[row[cand], thr]
-            np.add.at(counts, (row[cand][closer], thr[closer], (cell[cand] % n_blocks)[closer]), 1)
-    return counts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -513,7 +465,7 @@ class Int8Products:
     def __init__(self, a: Int8Codes, b: Int8Codes):
         self.units = a.scale * b.scale
         beta = b.sq / (2 * self.units)
-        self.base = float(np.floor(beta.min(initial=0.0)))
+        self.base = float(np.floor(beta.min())) if len(beta) else 0.0
         shift = np.rint(beta - self.base).astype(np.int64)
         top = int(shift.max(initial=0))
         dim = a.dim
