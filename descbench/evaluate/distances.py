@@ -535,10 +535,9 @@ class Int8Nearest:
         unsure = np.flatnonzero(V.max(axis=1) >= threshold)
         if unsure.size:
             # the other columns within the window (1-D flatnonzero: 2-D nonzero is many times slower)
-            inside = np.greater_equal(V[unsure] if unsure.size < n else V, threshold[unsure, None],
-                                      out=mask[:unsure.size])
+            # (rows not unsure have nothing at or above their threshold; V[unsure] would be a copy)
+            inside = np.greater_equal(V, threshold[:, None], out=mask[:n])
             rr, cols = np.divmod(np.flatnonzero(inside), V.shape[1])
-            rr = unsure[rr]
             rr = np.concatenate([rr, unsure])
             cols = np.concatenate([cols, nn[unsure]])
             d = exact_pairs(self.A, start + rr, self.B, cols, self.metric)
