@@ -22,11 +22,15 @@ the mean over images 1..5; retrieval = mean over E/H/T of the mean over the pool
 
 Distances: see ``distances.py``. Verification distances are rounded as the official code rounds them
 (float32 differences, float32 norm); matching and retrieval decisions are exact with respect to the
-float64 distances of scipy ``cdist``. Nothing loops over pairs in Python: verification sorts the
-negatives once and binary-searches the positives; matching finds nearest neighbours from BLAS
-products; retrieval counts, per query, the distractors closer than each positive within every pool.
+float64 reference distances (as scipy ``cdist``): fast proxies decide wherever their rigorous error
+bound can, reference distances everywhere else (ties, near-ties), so degenerate descriptors are slower,
+never wrong. Nothing loops over pairs in Python: verification computes the three levels in one pass
+over the pairs, sorts the negatives once and binary-searches the positives; matching finds nearest
+neighbours from exact int8 products on the CPU (float32 on a torch device); retrieval counts, per
+query, the distractors closer than each positive within every pool from float32 products.
 Cross-checked against the official python code on generated data (docs/protocols.md §0): all per-cell
-numbers agree to 2.2e-16.
+numbers agree to 2.2e-16; the tests check every cell against a plain float64 path on data full of
+exact ties and near-ties.
 
 Levels are named easy/hard/tough; categories illumination (``i_*``) / viewpoint (``v_*``).
 """
@@ -551,9 +555,11 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
               convention: Convention, device=None, threads: int | None = None) -> pd.DataFrame:
     """Rows (query, sequence, idx, level, pool, ap): one per query, level and pool size.
 
-    Per query sequence: float64 products with the distractors of other sequences, each pool block
-    sorted once and the 15 positive distances binary-searched (``dist.count_before``: exact with
-    respect to the float64 reference distances); query sequences run in parallel threads.
+    Per query sequence, against the distractors of other sequences: on the CPU (L2) float32 products,
+    the distractors below the farthest positive counted against the 15 sorted positive distances
+    (``dist.Closer``); on a device or for L1, float64 products with each pool block sorted once
+    (``dist.count_before``). Both exact with respect to the float64 reference distances; query
+    sequences run in parallel threads.
     """
     name = split["name"]
     queries = taskfiles.read_queries(task_dir, name)
