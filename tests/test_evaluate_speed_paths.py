@@ -275,3 +275,12 @@ def test_closer_counts_equal_brute_force_with_ties(monkeypatch):
                              for i in range(20)])
         np.testing.assert_array_equal(counts, expected)
         assert (d[:, None, :] == pos_d[:, :, None]).any()  # exact ties were there to be decided
+
+
+def test_exact_pairs_are_exact_rows_bit_for_bit():
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(50, 12)).astype(np.float32)
+    B = rng.normal(size=(40, 12)).astype(np.float32)
+    ia, ib = rng.integers(0, 50, 3 * dist._PAIRS + 5), rng.integers(0, 40, 3 * dist._PAIRS + 5)
+    for metric in ("L2", "L2sq", "L1"):
+        np.testing.assert_array_equal(dist.exact_pairs(A, ia, B, ib, metric), dist.exact_rows(A[ia], B[ib], metric))

@@ -409,10 +409,13 @@ def exact_pairs(A: np.ndarray, ia: np.ndarray, B: np.ndarray, ib: np.ndarray, me
     out = np.empty(n, dtype=np.float64)
     ga, gb = _scratch("ga", (_PAIRS, dim), A.dtype), _scratch("gb", (_PAIRS, dim), B.dtype)
     diff = _scratch("diff", (_PAIRS, dim), np.float64)
+    # torch's row gather is about twice as fast as np.take's (the same rows, bit for bit)
+    t_a, t_b = torch.from_numpy(np.ascontiguousarray(A)), torch.from_numpy(np.ascontiguousarray(B))
+    t_ia, t_ib = torch.from_numpy(np.asarray(ia, dtype=np.int64)), torch.from_numpy(np.asarray(ib, dtype=np.int64))
     for start in range(0, n, _PAIRS):
         m = min(_PAIRS, n - start)
-        np.take(A, ia[start:start + m], axis=0, out=ga[:m])
-        np.take(B, ib[start:start + m], axis=0, out=gb[:m])
+        torch.index_select(t_a, 0, t_ia[start:start + m], out=torch.from_numpy(ga[:m]))
+        torch.index_select(t_b, 0, t_ib[start:start + m], out=torch.from_numpy(gb[:m]))
         d = np.subtract(ga[:m], gb[:m], out=diff[:m], dtype=np.float64)
         if metric == "L1":
             np.abs(d, out=d)
