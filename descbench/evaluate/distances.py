@@ -386,20 +386,22 @@ def count_before(Q: np.ndarray, B: np.ndarray, metric: str, positive_ref: np.nda
 # ----------------------------------------------------------------------------------------------
 _Q = 127          # codes lie in [-127, 127]
 _FOLD = 64        # |b|^2 spreads (product units) below this go into the bound, not into digit columns
-_PAIRS = 256      # pairs per chunk of reference distances (per-thread buffers)
+_PRODUCT_BLOCK = 1 << 19  # int32 products per block of matching rows (2 MB: fewer numpy calls)
+_PAIRS = 1024     # pairs per chunk of reference distances (per-thread buffers)
 
 
 _SCRATCH = threading.local()
 
 
-def _scratch(name: str, shape: tuple[int, int], dtype) -> np.ndarray:
-    """A per-thread buffer of at least ``shape`` (reused between calls: fresh large arrays cost page
+def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A per-thread buffer of ``shape`` (its memory reused between calls: fresh large arrays cost page
     faults, often more than the arithmetic done in them)."""
+    size = int(np.prod(shape))
     buf = getattr(_SCRATCH, name, None)
-    if buf is None or buf.dtype != dtype or buf.shape[1] != shape[1] or buf.shape[0] < shape[0]:
-        buf = np.empty(shape, dtype=dtype)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
         setattr(_SCRATCH, name, buf)
-    return buf[:shape[0]]
+    return buf[:size].reshape(shape)
 
 
 def exact_pairs(A: np.ndarray, ia: np.ndarray, B: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
@@ -645,13 +647,13 @@ def nearest(A: np.ndarray, B: np.ndarray, metric: str, device=None, a_codes: Int
     distance = np.full(n, np.nan)
     if n == 0:
         return np.empty(0, dtype=np.int64), distance
-    rows = max(1, min(n, (1 << 18) // max(len(B), 1)))
+    rows = max(1, min(n, _PRODUCT_BLOCK // max(len(B), 1)))
     nn = None
     if device is None and metric != "L1":
         kernel = Int8Nearest(A, a_codes if a_codes is not None else Int8Codes(A), B, Int8Codes(B), metric)
         if kernel.usable:
-            products = torch.empty((rows, len(B)), dtype=torch.int32)
-            mask = np.empty((rows, len(B)), dtype=bool)
+            products = torch.from_numpy(_scratch("products", (rows * len(B),), np.int32))
+            mask = _scratch("mask", (rows, len(B)), bool)
             nn = np.concatenate([kernel.rows(s, min(n, s + rows), products, mask, distance)
                                  for s in range(0, n, rows)])
     if nn is None:
