@@ -406,7 +406,7 @@ def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple]
     chunks of ``_PAIR_CHUNK`` pairs in reused buffers (no page faults on fresh temporaries); the
     pairs split into one contiguous range per worker thread (numpy releases the GIL).
     """
-    flat = desc.data.reshape(-1, desc.dim)
+    t_flat = torch.from_numpy(desc.data.reshape(-1, desc.dim))
     total = desc.data.shape[1]
     groups: list[list[str]] = []
     for k in tables:  # files whose first sides are identical share one gather
@@ -425,6 +425,7 @@ def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple]
         second = {k: (rows[k][1][order], tables[k].t2[order]) for k in group}
 
         def part(bounds: tuple[int, int], p1=p1, t1=t1, second=second, group=group) -> None:
+            torch.set_num_threads(1)  # per thread (OpenMP)
             m = _PAIR_CHUNK
             a, b = np.empty((m, desc.dim), np.float32), np.empty((m, desc.dim), np.float32)
             diff = np.empty((m, desc.dim), np.float32)
@@ -432,21 +433,24 @@ def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple]
             for start in range(*bounds, m):
                 stop = min(start + m, bounds[1])
                 n = stop - start
-                for level in LEVELS:
-                    np.take(flat, _image(t1[start:stop], level) * total + p1[start:stop], axis=0, out=a[:n])
+                for level in LEVELS:  # torch's row gather: twice np.take's speed, the same rows
+                    rows_1 = torch.from_numpy(_image(t1[start:stop], level) * total + p1[start:stop])
+                    torch.index_select(t_flat, 0, rows_1, out=torch.from_numpy(a[:n]))
                     for k in group:
                         p2, t2 = second[k]
-                        np.take(flat, _image(t2[start:stop], level) * total + p2[start:stop], axis=0, out=b[:n])
+                        rows_2 = torch.from_numpy(_image(t2[start:stop], level) * total + p2[start:stop])
+                        torch.index_select(t_flat, 0, rows_2, out=torch.from_numpy(b[:n]))
                         out[level, k][start:stop] = dist.paired(a[:n], b[:n], metric, diff[:n], d[:n])
 
         workers = dist.worker_count(threads)
         edges = np.linspace(0, len(order), workers + 1).astype(np.int64)
         parts = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-        if len(parts) < 2:
-            [part(x) for x in parts]
-        else:
-            with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-                list(pool.map(part, parts))
+        with dist.single_threaded_blas():
+            if len(parts) < 2:
+                [part(x) for x in parts]
+            else:
+                with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+                    list(pool.map(part, parts))
     return out, orders
 
 
