@@ -548,9 +548,14 @@ class Int8Nearest:
         unsure = np.flatnonzero(V.max(axis=1) >= threshold)
         if unsure.size:
             # the other columns within the window (1-D flatnonzero: 2-D nonzero is many times slower)
-            # (rows not unsure have nothing at or above their threshold; V[unsure] would be a copy)
-            inside = np.greater_equal(V, threshold[:, None], out=mask[:n])
-            rr, cols = np.divmod(np.flatnonzero(inside), V.shape[1])
+            if 2 * unsure.size < n:  # the other columns within the window, on the unsure rows only
+                part = np.take(V, unsure, axis=0, out=_scratch("unsure", (unsure.size, V.shape[1]), np.int32))
+                inside = np.greater_equal(part, threshold[unsure, None], out=mask[:unsure.size])
+                rr, cols = np.divmod(np.flatnonzero(inside), V.shape[1])
+                rr = unsure[rr]
+            else:  # (rows not unsure have nothing at or above their threshold)
+                inside = np.greater_equal(V, threshold[:, None], out=mask[:n])
+                rr, cols = np.divmod(np.flatnonzero(inside), V.shape[1])
             rr = np.concatenate([rr, unsure])
             cols = np.concatenate([cols, nn[unsure]])
             d = exact_pairs(self.A, start + rr, self.B, cols, self.metric)
