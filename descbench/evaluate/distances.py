@@ -74,10 +74,6 @@ class Proxies:
     def __init__(self, values: np.ndarray, tol: np.ndarray, offset: np.ndarray, exact: bool):
         self.values, self.tol, self.offset, self.exact = values, tol, offset, exact
 
-    def key(self, reference: np.ndarray) -> np.ndarray:
-        """Reference values (``squared_or_l1``, shape (rows of A, ...)) on the proxy scale."""
-        return reference - self.offset.reshape((-1,) + (1,) * (np.ndim(reference) - 1))
-
 
 class ProxyIndex:
     """Fast float32 distance proxies from the rows of ``A`` to the fixed rows ``B``.
@@ -234,11 +230,11 @@ def augmented(X: np.ndarray, dtype, side: str) -> np.ndarray:
     return out
 
 
-def products(a_aug: np.ndarray, b_aug: np.ndarray, device=None, out: np.ndarray | None = None):
+def products(a_aug: np.ndarray, b_aug: np.ndarray, device=None):
     """``a_aug @ b_aug.T`` on the CPU with numpy's BLAS (``device`` None) or with torch on ``device``
     (a torch tensor, left there; inputs may already be tensors on it)."""
     if device is None:
-        return np.matmul(a_aug, b_aug.T, out=out)
+        return a_aug @ b_aug.T
     dev = _torch_device(device)
     a = a_aug if isinstance(a_aug, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a_aug)).to(dev)
     b = b_aug if isinstance(b_aug, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(b_aug)).to(dev)
