@@ -1,27 +1,28 @@
 """Time the three HPatches tasks on full-scale synthetic data (split ``full``) and print one table.
 
-    python benchmarks/hpatches_eval.py [--dir DIR] [--threads 2]
+    python benchmarks/hpatches_eval.py [--dir DIR] [--threads 2] [--reference] [--sequences N]
+                                       [--device cuda]
 
 Writes (once, then reused) into DIR: the 116 sequences of split full with their real patch counts
 (``REAL_LENGTHS``: 1 + the largest index per sequence in the official retrieval files, 156,456 points)
-as ``desc/<seq>/<type>.npy``, 128-D float32 descriptors whose
-targets are noisier copies of the ref descriptor (Easy < Hard < Tough), random 65x65 ref patches
-(some flat, so the std > 10 filter acts), and full-size task files made by ``write_task_files``
-(10^6 pairs, 10^4 queries, 2 x 10^4 distractors). The evaluation then runs in a fresh process limited
-to ``--threads`` threads, so its wall time and peak RSS are the evaluation's alone; it prints one table
-of wall time, CPU time and peak RSS per step, and with ``--reference`` the same for a plain float64
-path (full float64 distance matrices, argmin, stable sorts) with the largest cell difference.
-``HPATCHES_DEVICE=cuda`` runs the products on the GPU.
+as ``desc/<seq>/<type>.npy``, 128-D unit float32 descriptors whose targets are noisier copies of the ref
+descriptor (Easy < Hard < Tough), random 65x65 ref patches (some flat, so the std > 10 filter acts),
+and full-size task files made by ``write_task_files`` (10^6 pairs, 10^4 queries, 2 x 10^4
+distractors). ``--sequences N`` uses the first N sequences only (own folder; for profiling).
+
+The evaluation runs in a fresh process limited to ``--threads`` threads (BLAS, OpenMP, descbench), so
+its figures are the evaluation's alone: loading, then the three tasks one after the other as
+``descbench evaluate hpatches`` runs them, each with wall time, CPU time (all threads) and the peak RSS
+of the process so far. ``--reference`` adds a plain float64 path (full float64 distance matrices,
+argmin, stable sorts; each task in its own process, so each peak is its own) and the largest
+difference of any cell from descbench's. The table states the load average before and after: on a
+shared machine, wall times follow the load; CPU times much less so.
 
 If ``HPATCHES_BENCHMARK_DIR`` points at a checkout of hpatches/hpatches-benchmark, the script also
 writes the descriptors as CSV, runs the official python code on the same task files (with
 ``HPATCHES_BENCHMARK_PYTHON``, default this interpreter; it needs numpy < 2.4 and pandas >= 1 with
 ``.as_matrix()`` replaced by ``.values``, docs/protocols.md §0), times it, compares every number and
 prints the speed-up. The official code is never imported by descbench itself.
-
-Matching is bound by BLAS products (about 7e11 flops). On a shared, oversubscribed machine OpenBLAS
-threads spin-wait for each other and multi-threaded products get several times slower than one
-thread; there, run with ``--threads 1`` (or export ``OPENBLAS_NUM_THREADS=1`` for ``descbench``).
 """
 
 from __future__ import annotations
@@ -74,12 +75,23 @@ def sequence_names() -> list[str]:
     return sorted(REAL_LENGTHS)
 
 
-def prepare(root: Path, seed: int) -> None:
-    """Write descriptors (``desc/<seq>.npy``) and task files (``tasks/``) unless present."""
+def _usage() -> tuple[float, float, float]:
+    """(wall s, CPU s of all threads, peak RSS GB) of this process so far."""
+    return (time.perf_counter(), time.process_time(),
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+
+
+def _since(start: tuple[float, float, float]) -> list[float]:
+    now = _usage()
+    return [now[0] - start[0], now[1] - start[1], now[2]]
+
+
+def prepare(root: Path, seed: int, n_sequences: int | None = None) -> None:
+    """Write descriptors (``desc/<seq>/<type>.npy``) and task files (``tasks/``) unless present."""
     from descbench.evaluate.hpatches import IMAGE_TYPES
     from descbench.data.hpatches_tasks import write_task_files
 
-    names = sequence_names()
+    names = sequence_names()[:n_sequences]
     rng = np.random.default_rng(seed)
     lengths = [REAL_LENGTHS[name] for name in names]
     desc_dir = root / "desc"
@@ -102,8 +114,10 @@ def prepare(root: Path, seed: int) -> None:
             patches[rng.random(n) < 0.1] = 128  # flat: std 0, filtered out of retrieval
             refs[name] = patches
         splits = {"full": {"name": "full", "test": names}}
-        write_task_files(task_dir, refs, splits, n_pairs=1_000_000, n_queries=10_000,
-                         n_distractors=20_000)
+        share = sum(lengths) / sum(REAL_LENGTHS.values())  # a subset gets proportionally fewer
+        write_task_files(task_dir, refs, splits, n_pairs=max(1000, round(1_000_000 * share)),
+                         n_queries=max(100, round(10_000 * share)),
+                         n_distractors=max(200, round(20_000 * share)))
         (task_dir / "splits.json").write_text(json.dumps(splits))
 
 
@@ -158,47 +172,75 @@ def reference_retrieval(desc, task_dir, split, convention):
     return ap.ravel()
 
 
-def measure(root: Path, out: Path, threads: int, reference: bool) -> None:
-    """Load the descriptors, run the three tasks (and the plain float64 path), dump times and numbers."""
+def reference_verification(desc, task_dir, split, convention):
+    """Plain path: per level the distances of each pair file in file order, one stable sort of the
+    merged list per score."""
+    from descbench.evaluate import distances as dist
+    from descbench.evaluate import hpatches as hp
+    from descbench.evaluate import tasks as taskfiles
+    from descbench.evaluate.ranking import average_precision, negatives_before_positives
+
+    flat, total = desc.data.reshape(-1, desc.dim), desc.data.shape[1]
+    tables = {k: taskfiles.read_pairs(task_dir, k, split["name"]) for k in taskfiles.VERIF_KINDS}
+    rows = {k: (desc.rows(t.names, t.seq1, t.idx1, k), desc.rows(t.names, t.seq2, t.idx2, k))
+            for k, t in tables.items()}
+    values = []
+    for level in hp.LEVELS:
+        d = {}
+        for k, t in tables.items():
+            i1 = np.where(t.t1 == 0, 0, hp.LEVEL_BASE[level] + t.t1) * total + rows[k][0]
+            i2 = np.where(t.t2 == 0, 0, hp.LEVEL_BASE[level] + t.t2) * total + rows[k][1]
+            d[k] = np.concatenate([dist.paired(flat[i1[s:s + 100_000]], flat[i2[s:s + 100_000]], convention.metric)
+                                   for s in range(0, len(i1), 100_000)])
+        pos = d["pos"]
+        for negatives in hp.NEGATIVES:
+            neg = d[f"neg_{negatives}"]
+            for keep in (len(pos), int(len(pos) * 0.2)):  # balanced: all positives; imbalanced: 20 %
+                merged = np.concatenate([neg, pos[:keep]])  # python lists the negatives first
+                labels = np.arange(len(merged)) >= len(neg)
+                before = negatives_before_positives(labels[np.argsort(merged, kind="stable")])
+                values.append(float((len(neg) - before).sum() / keep / len(neg)) if keep == len(pos)
+                              else float(average_precision(before, keep, convention.ap_kind)))
+    return np.array(values)
+
+
+def measure(root: Path, out: Path, threads: int, engine: str, tasks: list[str], device: str | None) -> None:
+    """Load the descriptors and run ``tasks`` with ``engine`` (descbench or float64); dump figures and
+    every cell."""
     from descbench.evaluate import hpatches as hp
     from descbench.data.hpatches_tasks import load_splits
 
-    device = "cuda" if os.environ.get("HPATCHES_DEVICE") == "cuda" else None
     rows = {}
-    c0, t0 = time.process_time(), time.perf_counter()
-    desc = hp.HPatchesDescriptors.from_dir(root / "desc")
-    rows["load (.npy)"] = (time.perf_counter() - t0, time.process_time() - c0,
-                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+    start = _usage()
+    if engine == "descbench":
+        desc = hp.HPatchesDescriptors.from_dir(root / "desc")
+    else:  # np.load of every file, stacked per sequence
+        desc = hp.HPatchesDescriptors({
+            seq.name: np.stack([np.load(seq / f"{t}.npy") for t in hp.IMAGE_TYPES])
+            for seq in sorted((root / "desc").iterdir())})
+    rows["load (.npy)"] = _since(start)
     split = load_splits(root / "tasks")["full"]
     convention = hp.convention_for("python")
-    results = {}
-    for task in hp.TASKS:
-        c0, t0 = time.process_time(), time.perf_counter()
-        if task == "verification":
-            results[task] = hp.verification(desc, root / "tasks", split, convention)
-        elif task == "matching":
-            results[task] = hp.matching(desc, list(split["test"]), convention, device=device, threads=threads)
+    for task in tasks:
+        start = _usage()
+        if engine == "descbench":
+            if task == "verification":
+                frame = hp.verification(desc, root / "tasks", split, convention, threads=threads)
+            elif task == "matching":
+                frame = hp.matching(desc, list(split["test"]), convention, device=device, threads=threads)
+            else:
+                frame = hp.retrieval(desc, root / "tasks", split, convention, device=device, threads=threads)
+            rows[task] = _since(start)
+            frame.to_csv(out / f"{task}.csv", index=False)
+            cells = frame["value" if task == "verification" else "ap"].to_numpy()
         else:
-            results[task] = hp.retrieval(desc, root / "tasks", split, convention, device=device, threads=threads)
-        rows[task] = (time.perf_counter() - t0, time.process_time() - c0,
-                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
-    summary = hp.summarise(results)
-    for task, frame in results.items():
-        frame.to_csv(out / f"{task}.csv", index=False)
-    diffs = {}
-    if reference:
-        c0, t0 = time.process_time(), time.perf_counter()
-        ref_m = reference_matching(desc, list(split["test"]), convention)
-        rows["matching (float64 ref)"] = (time.perf_counter() - t0, time.process_time() - c0,
-                                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
-        diffs["matching"] = float(np.abs(ref_m["ap"].to_numpy() - results["matching"]["ap"].to_numpy()).max())
-        c0, t0 = time.process_time(), time.perf_counter()
-        ref_r = reference_retrieval(desc, root / "tasks", split, convention)
-        rows["retrieval (float64 ref)"] = (time.perf_counter() - t0, time.process_time() - c0,
-                                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
-        diffs["retrieval"] = float(np.abs(ref_r - results["retrieval"]["ap"].to_numpy()).max())
-    (out / "measure.json").write_text(json.dumps({"rows": rows, "summary": summary, "diffs": diffs,
-                                                  "device": device or "cpu"}))
+            cells = {"verification": reference_verification, "matching": reference_matching,
+                     "retrieval": reference_retrieval}[task](
+                desc, *((list(split["test"]),) if task == "matching" else (root / "tasks", split)), convention)
+            cells = cells["ap"].to_numpy() if task == "matching" else cells
+            rows[task] = _since(start)
+        np.save(out / f"{engine}_{task}.npy", cells)
+    (out / f"{engine}_{'_'.join(tasks)}.json").write_text(json.dumps({"rows": rows, "device": device or "cpu"}))
 
 
 OFFICIAL_DRIVER = textwrap.dedent('''
@@ -255,55 +297,88 @@ def run_official(bench: Path, root: Path, out: Path) -> dict:
     return {"times": official["times"], "max_abs_diff": diffs}
 
 
+def _load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if os.path.exists("/proc/loadavg") else "?"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "descbench-hpatches-bench",
                         help="where the synthetic data lives (kept for reruns)")
     parser.add_argument("--threads", type=int, default=2, help="threads of the timed process")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sequences", type=int, default=None,
+                        help="use the first N of the 116 sequences (default all; for profiling)")
+    parser.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                        help="run the distance products with torch on this device (default: numpy/torch "
+                             "CPU kernels); HPATCHES_DEVICE=cuda does the same")
     parser.add_argument("--reference", action="store_true",
-                        help="also time the plain float64 path (matching + retrieval, minutes) and compare")
-    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+                        help="also time the plain float64 path (minutes) and compare every cell")
+    parser.add_argument("--measure", nargs=2, metavar=("ENGINE", "TASKS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    device = args.device or os.environ.get("HPATCHES_DEVICE") or None
+    if args.sequences is not None and args.dir.name == "descbench-hpatches-bench":
+        args.dir = args.dir.with_name(f"descbench-hpatches-bench-{args.sequences}")
     out = args.dir / "scores"
     out.mkdir(parents=True, exist_ok=True)
     if args.measure:
-        measure(args.dir, out, args.threads, args.reference)
+        measure(args.dir, out, args.threads, args.measure[0], args.measure[1].split(","), device)
         return 0
 
     t0 = time.perf_counter()
-    prepare(args.dir, args.seed)
+    prepare(args.dir, args.seed, args.sequences)
     print(f"synthetic data ready in {args.dir} ({time.perf_counter() - t0:.0f} s)")
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
     env["DESCBENCH_THREADS"] = str(args.threads)
-    subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--threads", str(args.threads), "--measure"]
-                   + (["--reference"] if args.reference else []), env=env, check=True)
-    m = json.loads((out / "measure.json").read_text())
+    tasks = ("verification", "matching", "retrieval")
+
+    def run(engine: str, what: str) -> dict:
+        subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--threads", str(args.threads),
+                        "--measure", engine, what] + (["--device", device] if device else []),
+                       env=env, check=True)
+        return json.loads((out / f"{engine}_{what.replace(',', '_')}.json").read_text())
+
+    load_before = _load_average()
+    fast = run("descbench", ",".join(tasks))
+    reference = {task: run("float64", task) for task in tasks} if args.reference else {}
+    load_after = _load_average()
     official = None
     if os.environ.get("HPATCHES_BENCHMARK_DIR"):
         official = run_official(Path(os.environ["HPATCHES_BENCHMARK_DIR"]), args.dir, out)
 
-    load = Path("/proc/loadavg").read_text().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
-    print(f"\nHPatches split full, 116 sequences with the real N ({sum(REAL_LENGTHS.values()):,} points), "
-          f"{DIM}-D, python convention, {args.threads} threads, device {m['device']}, load average "
-          f"{' '.join(load)}")
-    print(f"{'step':26s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS GB':>12s}")
-    for step, (wall, cpu, peak) in m["rows"].items():
-        print(f"{step:26s} {wall:8.2f} {cpu:8.2f} {peak:12.2f}")
-    tasks = ("verification", "matching", "retrieval")
-    print(f"{'three tasks':26s} {sum(m['rows'][t][0] for t in tasks):8.2f} "
-          f"{sum(m['rows'][t][1] for t in tasks):8.2f}")
-    for task, d in m["diffs"].items():
-        print(f"max |fast - float64 reference| {task}: {d:.2e}")
+    names = sequence_names()[:args.sequences]
+    points = sum(REAL_LENGTHS[n] for n in names)
+    print(f"\nHPatches split full, {len(names)} sequences with the real N ({points:,} points), {DIM}-D, "
+          f"python convention, {args.threads} threads, device {fast['device']}")
+    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}; CPU s counts all threads")
+    print("descbench: one process, the tasks in turn (peak RSS of the process so far); float64 reference: "
+          "each task in its own process")
+    head = f"{'step':14s} {'wall s':>8s} {'CPU s':>8s} {'peak GB':>8s}"
+    if reference:
+        head += f" | {'f64 wall s':>10s} {'f64 CPU s':>10s} {'f64 peak':>8s} {'max |diff|':>10s}"
+    print(head)
+    for step in ("load (.npy)",) + tasks:
+        wall, cpu, peak = fast["rows"][step]
+        line = f"{step:14s} {wall:8.2f} {cpu:8.2f} {peak:8.2f}"
+        if reference:
+            ref = reference["verification" if step == "load (.npy)" else step]["rows"][step]
+            diff = "" if step == "load (.npy)" else f"{np.abs(np.load(out / f'descbench_{step}.npy') - np.load(out / f'float64_{step}.npy')).max():10.1e}"
+            line += f" | {ref[0]:10.2f} {ref[1]:10.2f} {ref[2]:8.2f} {diff:>10s}"
+        print(line)
+    wall = sum(fast["rows"][t][0] for t in tasks)
+    cpu = sum(fast["rows"][t][1] for t in tasks)
+    line = f"{'three tasks':14s} {wall:8.2f} {cpu:8.2f} {max(fast['rows'][t][2] for t in tasks):8.2f}"
+    if reference:
+        line += (f" | {sum(reference[t]['rows'][t][0] for t in tasks):10.2f} "
+                 f"{sum(reference[t]['rows'][t][1] for t in tasks):10.2f} "
+                 f"{max(reference[t]['rows'][t][2] for t in tasks):8.2f}")
+    print(line)
     if official:
         for task in tasks:
             print(f"official {task}: {official['times'][task]:.1f} s, max |diff| "
                   f"{official['max_abs_diff'][task]:.2e}")
-    s = m["summary"]
-    print(f"scores: verification {100 * s['verification']:.2f}  matching {100 * s['matching']:.2f}  "
-          f"retrieval {100 * s['retrieval']:.2f}")
     return 0
 
 

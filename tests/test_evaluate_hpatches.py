@@ -206,11 +206,14 @@ def test_decisions_below_float32_resolution_use_reference_distances():
     p = dist.ProxyIndex(b, "L2").proxies(a)
     assert abs(float(p.values[0, 0]) - float(p.values[0, 1])) <= 2 * p.tol[0]
     reference = dist.exact_rows(np.repeat(a, 2, axis=0), b, "L2")
-    nn, d = dist.nearest_neighbours(a, b, "L2")
-    assert nn[0] == int(np.argmin(reference)) and d[0] == reference.min()
+    for device in (None, "cpu"):  # int8 products, float32 products
+        nn, d = dist.nearest(a, b, "L2", device=device)
+        assert nn[0] == int(np.argmin(reference)) and d[0] == reference.min()
     # counting negatives closer than a positive placed between the two
     pos_ref = np.array([[reference.min() ** 2 * 1.0000001, reference.max() ** 2 * 1.0000001]])
-    counts = dist.count_closer(p, a, b, "L2", pos_ref, np.sqrt(pos_ref), np.array([2]))
+    closer = dist.Closer(a, b, "L2")
+    counts = closer.count(np.array([0]), np.arange(2), pos_ref, np.sqrt(pos_ref), np.array([2]),
+                          np.empty((1, closer.COLUMNS), np.float32))
     assert counts[0, :, 0].tolist() == [1, 2]
 
 

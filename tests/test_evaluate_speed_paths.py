@@ -174,3 +174,113 @@ def test_descriptor_files_load_without_patch_stacks_and_check_n(tmp_path):
             hp.HPatchesDescriptors.from_dir(root, {"i_s0": per["i_s0"].shape[1] + 1})
         with pytest.raises(DescbenchError, match="no descriptors for sequences"):
             hp.HPatchesDescriptors.from_dir(root, {"i_zz": 3})
+
+
+# ------------------------------------------------------------------------------- normalised descriptors
+def normalised_tricky_set(seed=2, n_seq=3, dim=16):
+    """Unit-norm descriptors (int8 products without digit columns) with the same traps: descriptors
+    shared by all sequences, duplicated patches, equal targets, and targets 2^-22 apart (one int8 and
+    one float32 proxy, two float64 distances)."""
+    rng = np.random.default_rng(seed)
+    unit = lambda x: (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    shared = unit(rng.normal(size=(3, dim)))
+    per = {}
+    for s in range(n_seq):
+        n = 40 + 9 * s
+        ref = unit(rng.normal(size=(n, dim)))
+        ref[:3] = shared
+        ref[5] = ref[4]
+        stack = np.empty((16, n, dim), np.float32)
+        stack[0] = ref
+        for t in range(1, 16):
+            x = unit(ref + (0.05 * t) * rng.normal(size=(n, dim)))
+            x[10] = x[11]  # equal targets
+            x[12] = x[13]
+            x[13, rng.integers(dim)] += np.float32(2.0 ** -22)  # a near-tie with x[12]
+            x[20:23] = ref[20]  # three targets at distance 0 of one ref patch
+            stack[t] = x
+        per[f"{'vi'[s % 2]}_n{s}"] = stack
+    return per
+
+
+@pytest.fixture(scope="module")
+def normalised(tmp_path_factory):
+    task_dir = tmp_path_factory.mktemp("tasks_unit")
+    per = normalised_tricky_set()
+    return per, task_dir, write_tasks(task_dir, per, n_q=30, n_d=50)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_normalised_descriptors_equal_the_float64_reference_cell_by_cell(normalised, threads):
+    per, task_dir, split = normalised
+    a = dist.Int8Codes(per["i_n1"][0])
+    assert dist.Int8Products(a, dist.Int8Codes(per["i_n1"][3])).a_codes.shape[1] == a.dim  # no digits
+    desc = hp.HPatchesDescriptors(per)
+    seqs = list(split["test"])
+    for name in ("python", "matlab"):
+        conv = hp.convention_for(name)
+        m = hp.matching(desc, seqs, conv, threads=threads)
+        np.testing.assert_allclose(m["ap"].to_numpy(), ref_matching(per, seqs, conv), rtol=0, atol=1e-12)
+        r = hp.retrieval(desc, task_dir, split, conv, threads=threads)
+        np.testing.assert_allclose(r["ap"].to_numpy(), ref_retrieval(per, task_dir, split, conv),
+                                   rtol=0, atol=1e-12)
+        v = hp.verification(desc, task_dir, split, conv, threads=threads)
+        np.testing.assert_allclose(v["value"].to_numpy(), ref_verification(per, task_dir, split, conv),
+                                   rtol=0, atol=1e-12)
+
+
+def test_int8_nearest_decides_ties_and_near_ties_as_the_reference():
+    rng = np.random.default_rng(5)
+    for scale in (1.0, 1e-3, 1e3):  # the same decisions at any scale of the descriptors
+        B = (rng.integers(-3, 4, size=(300, 8)) / 3).astype(np.float32) * np.float32(scale)
+        B[100:110] = B[5]  # exact ties: lowest index wins
+        B[200] = B[7]
+        B[200, 2] += B[7, 2] * np.float32(2.0 ** -22) + np.float32(scale * 2.0 ** -22)  # near-tie
+        A = np.concatenate([B[:60], B[:60] + np.float32(scale * 2.0 ** -21)])
+        assert dist.Int8Products(dist.Int8Codes(A), dist.Int8Codes(B)).a_codes.shape[1] > 8  # digits
+        D = cdist(A.astype(np.float64), B.astype(np.float64))
+        nn, d = dist.nearest(A, B, "L2")
+        np.testing.assert_array_equal(nn, D.argmin(axis=1))
+        np.testing.assert_array_equal(d, D[np.arange(len(A)), nn])
+
+
+def test_int8_products_that_could_overflow_fall_back_to_float32():
+    rng = np.random.default_rng(6)
+    A = (1e-3 * rng.normal(size=(50, 8))).astype(np.float32)
+    B = (1e3 * rng.normal(size=(70, 8))).astype(np.float32)  # |b|^2 / (sA sB) far beyond int32
+    assert not dist.Int8Products(dist.Int8Codes(A), dist.Int8Codes(B)).usable
+    nn, _ = dist.nearest(A, B, "L2")
+    np.testing.assert_array_equal(nn, cdist(A.astype(np.float64), B.astype(np.float64)).argmin(axis=1))
+
+
+def test_closer_counts_equal_brute_force_with_ties(monkeypatch):
+    monkeypatch.setattr(dist.Closer, "COLUMNS", 7)  # many column blocks
+    rng = np.random.default_rng(7)
+    Q = (rng.integers(-2, 3, size=(20, 6)) / 2).astype(np.float32)
+    B = (rng.integers(-2, 3, size=(90, 6)) / 2).astype(np.float32)
+    B[::9] += np.float32(2.0 ** -22)  # near-ties
+    pos = np.concatenate([B[rng.integers(0, 90, (20, 3))],
+                          Q[:, None] + (rng.integers(-1, 2, size=(20, 2, 6)) / 2).astype(np.float32)], axis=1)
+    pos_ref = np.einsum("ijk,ijk->ij", *(2 * [Q[:, None].astype(np.float64) - pos]))
+    negatives = rng.permutation(90)[:80]
+    limits = np.array([5, 23, 80])
+    for metric in ("L2", "L2sq"):
+        pos_d = np.sqrt(pos_ref) if metric == "L2" else pos_ref
+        closer = dist.Closer(Q, B, metric)
+        counts = closer.count(np.arange(20), negatives, pos_ref, pos_d, limits,
+                              np.empty((20, closer.COLUMNS), np.float32))
+        d = cdist(Q.astype(np.float64), B[negatives].astype(np.float64), CDIST[metric])
+        block = np.searchsorted(limits, np.arange(80), side="right")
+        expected = np.stack([[np.bincount(block[d[i] < pos_d[i, m]], minlength=3) for m in range(5)]
+                             for i in range(20)])
+        np.testing.assert_array_equal(counts, expected)
+        assert (d[:, None, :] == pos_d[:, :, None]).any()  # exact ties were there to be decided
+
+
+def test_exact_pairs_are_exact_rows_bit_for_bit():
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(50, 12)).astype(np.float32)
+    B = rng.normal(size=(40, 12)).astype(np.float32)
+    ia, ib = rng.integers(0, 50, 3 * dist._PAIRS + 5), rng.integers(0, 40, 3 * dist._PAIRS + 5)
+    for metric in ("L2", "L2sq", "L1"):
+        np.testing.assert_array_equal(dist.exact_pairs(A, ia, B, ib, metric), dist.exact_rows(A[ia], B[ib], metric))

@@ -22,11 +22,15 @@ the mean over images 1..5; retrieval = mean over E/H/T of the mean over the pool
 
 Distances: see ``distances.py``. Verification distances are rounded as the official code rounds them
 (float32 differences, float32 norm); matching and retrieval decisions are exact with respect to the
-float64 distances of scipy ``cdist``. Nothing loops over pairs in Python: verification sorts the
-negatives once and binary-searches the positives; matching finds nearest neighbours from BLAS
-products; retrieval counts, per query, the distractors closer than each positive within every pool.
+float64 reference distances (as scipy ``cdist``): fast proxies decide wherever their rigorous error
+bound can, reference distances everywhere else (ties, near-ties), so degenerate descriptors are slower,
+never wrong. Nothing loops over pairs in Python: verification computes the three levels in one pass
+over the pairs, sorts the negatives once and binary-searches the positives; matching finds nearest
+neighbours from exact int8 products on the CPU (float32 on a torch device); retrieval counts, per
+query, the distractors closer than each positive within every pool from float32 products.
 Cross-checked against the official python code on generated data (docs/protocols.md §0): all per-cell
-numbers agree to 2.2e-16.
+numbers agree to 2.2e-16; the tests check every cell against a plain float64 path on data full of
+exact ties and near-ties.
 
 Levels are named easy/hard/tough; categories illumination (``i_*``) / viewpoint (``v_*``).
 """
@@ -34,6 +38,7 @@ Levels are named easy/hard/tough; categories illumination (``i_*``) / viewpoint 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -67,7 +72,8 @@ POOL_SIZES = (100, 500, 1000, 5000, 10000, 15000, 20000)
 N_POSITIVES_RETRIEVAL = 5
 CONVENTIONS = ("python", "matlab")
 TASKS = ("verification", "matching", "retrieval")
-_CHUNK = 1 << 16
+_QUERY_BLOCK = 128  # retrieval queries per product block
+_PAIR_CHUNK = 512  # verification pairs per chunk: buffers of 256 KB for D = 128
 _DEGENERACY_SAMPLE = 20000   # ref descriptors looked at by HPatchesDescriptors.degeneracy
 _DEGENERATE_SHARE = 0.10     # one vector shared by this fraction of them
 _DEGENERATE_DISTINCT = 0.5   # fewer distinct vectors than this fraction
@@ -134,7 +140,7 @@ class HPatchesDescriptors:
         self.names = tuple(sorted(lengths))
         self.dim = int(dim)
         self.offsets = np.concatenate([[0], np.cumsum([lengths[n] for n in self.names])]).astype(np.int64)
-        self.data = np.empty((len(IMAGE_TYPES), int(self.offsets[-1]), self.dim), dtype=np.float32)
+        self.data = _anonymous_pages((len(IMAGE_TYPES), int(self.offsets[-1]), self.dim))
         self.index = {name: k for k, name in enumerate(self.names)}
 
     def put(self, name: str, image: int, table: np.ndarray, origin: str | None = None) -> None:
@@ -180,8 +186,27 @@ class HPatchesDescriptors:
         for name, found in progress(files.items(), total=len(files), desc="read descriptors",
                                     unit="seq", leave=False, logger=log):
             for image, f in enumerate(found):
-                desc.put(name, image, _read_fast(f, extract), str(f))
+                if not desc.read_npy(name, image, f):
+                    desc.put(name, image, _read_fast(f, extract), str(f))
         return desc
+
+    def read_npy(self, name: str, image: int, f: Path) -> bool:
+        """Read a C-order float32 .npy of the block's shape straight into place (one copy, no
+        temporary); False where the file needs the general path (``put``)."""
+        k = self.index[name]
+        block = self.data[image, self.offsets[k]:self.offsets[k + 1]]
+        header = _npy_header(f) if f.suffix == ".npy" else None
+        if header is None or header[0] != block.shape or header[1] != np.dtype("<f4") or header[2]:
+            return False
+        with open(f, "rb") as fh:
+            fh.seek(header[3])
+            if fh.readinto(memoryview(block).cast("B")) != block.nbytes:
+                return False
+        if not np.isfinite(block).all():
+            raise DescbenchError(
+                f"descriptors of sequence {name} contain NaN or Inf ({f}); fix the descriptor (e.g. "
+                "normalise with an epsilon)")
+        return True
 
     def __len__(self) -> int:
         return len(self.names)
@@ -248,16 +273,42 @@ class HPatchesDescriptors:
         return self.offsets[k] + idx
 
 
+def _anonymous_pages(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 array in anonymous memory of 4 KB pages, populated in one call.
+
+    ``np.empty`` of this size asks for transparent huge pages, whose allocation (memory compaction)
+    cost 2-4 s of kernel time for the 1.3 GB of the full HPatches set on a busy machine; populating
+    4 KB pages at once costs about 0.5 s.
+    """
+    nbytes = int(np.prod(shape)) * 4
+    if nbytes == 0 or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return np.empty(shape, dtype=np.float32)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=np.float32).reshape(shape)
+
+
+def _npy_header(f: Path) -> tuple[tuple, np.dtype, bool, int] | None:
+    """(shape, dtype, fortran order, data offset) of a .npy file from its header, or None."""
+    try:
+        with open(f, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = {(1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:
+                return None
+            shape, fortran, dtype = read(fh)
+            return tuple(shape), dtype, bool(fortran), fh.tell()
+    except (ValueError, EOFError, OSError):
+        return None
+
+
 def _table_shape(f: Path, extract) -> tuple[int, int]:
     """(rows, columns) of a descriptor file without parsing it (odd files: extract's reader)."""
     if f.suffix == ".npy":
-        try:
-            arr = np.load(f, mmap_mode="r", allow_pickle=False)
-        except (ValueError, EOFError, OSError):
-            arr = None
-        if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype.kind not in "fiu" or arr.shape[1] < 2:
+        header = _npy_header(f)
+        if header is None or len(header[0]) != 2 or header[1].kind not in "fiu" or header[0][1] < 2:
             return extract._read_table(f).shape  # raises its clear error
-        return int(arr.shape[0]), int(arr.shape[1])
+        return int(header[0][0]), int(header[0][1])
     raw = f.read_bytes()
     first = raw.split(b"\n", 1)[0]
     text = first.decode("utf-8", "replace")
@@ -330,11 +381,6 @@ def task_lengths(task_dir: str | os.PathLike, split_name: str, tasks: Sequence[s
     return need
 
 
-def _workers() -> int:
-    """Threads for the verification gathers: the CPUs this process may use, at most 4."""
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
-
-
 def _image(t: np.ndarray, level: str) -> np.ndarray:
     """Image type index of task-file image numbers t (0 = ref, k = k-th target of ``level``)."""
     return np.where(t == 0, 0, LEVEL_BASE[level] + t)
@@ -348,56 +394,74 @@ def _category(name: str) -> str:
 # verification
 # ----------------------------------------------------------------------------------------------
 def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple],
-                            tables: Mapping[str, taskfiles.PairTable], level: str, metric: str
-                            ) -> dict[str, np.ndarray]:
-    """Distances of every pair file at ``level``. Pairs are visited in order of their first patch
-    (memory locality); a first side shared by several files is gathered once."""
-    flat = desc.data.reshape(-1, desc.dim)
+                            tables: Mapping[str, taskfiles.PairTable], metric: str,
+                            threads: int | None = None
+                            ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, np.ndarray]]:
+    """Distances of every pair file at every level, keyed (level, kind), in the order ``orders[kind]``
+    of the file's rows (every score but the imbalanced one ignores the order; that one keeps the
+    positives at rows < n).
+
+    One pass over the pairs in order of their first patch computes all three levels (the 16 images
+    of a sequence's patches stay in cache); a first side shared by several files is gathered once;
+    chunks of ``_PAIR_CHUNK`` pairs in reused buffers (no page faults on fresh temporaries); the
+    pairs split into one contiguous range per worker thread (numpy releases the GIL).
+    """
+    t_flat = torch.from_numpy(desc.data.reshape(-1, desc.dim))
     total = desc.data.shape[1]
-    first = {k: _image(tables[k].t1, level) * total + rows[k][0] for k in tables}
-    second = {k: _image(tables[k].t2, level) * total + rows[k][1] for k in tables}
-    kinds = list(tables)
     groups: list[list[str]] = []
-    for k in kinds:  # files whose first sides are identical share one gather
+    for k in tables:  # files whose first sides are identical share one gather
         for g in groups:
-            if np.array_equal(first[g[0]], first[k]):
+            if np.array_equal(rows[g[0]][0], rows[k][0]) and np.array_equal(tables[g[0]].t1, tables[k].t1):
                 g.append(k)
                 break
         else:
             groups.append([k])
-    out = {}
+    out = {(level, k): np.empty(len(tables[k]), dtype=np.float64) for level in LEVELS for k in tables}
+    orders = {}
     for group in groups:
-        order = np.argsort(first[group[0]])
-        i1 = first[group[0]][order]
-        sorted_second = {k: second[k][order] for k in group}
-        d = {k: np.empty(len(order), dtype=np.float64) for k in group}
+        order = np.argsort(rows[group[0]][0])
+        orders.update({k: order for k in group})
+        p1, t1 = rows[group[0]][0][order], tables[group[0]].t1[order]
+        second = {k: (rows[k][1][order], tables[k].t2[order]) for k in group}
 
-        def chunk(start: int, i1=i1, sorted_second=sorted_second, d=d, group=group) -> None:
-            sl = slice(start, start + _CHUNK)
-            a = np.take(flat, i1[sl], axis=0)
-            for k in group:
-                d[k][sl] = dist.paired(a, np.take(flat, sorted_second[k][sl], axis=0), metric)
+        def part(bounds: tuple[int, int], p1=p1, t1=t1, second=second, group=group) -> None:
+            torch.set_num_threads(1)  # per thread (OpenMP)
+            m = _PAIR_CHUNK
+            a, b = np.empty((m, desc.dim), np.float32), np.empty((m, desc.dim), np.float32)
+            diff = np.empty((m, desc.dim), np.float32)
+            d = np.empty(m, np.float64)
+            for start in range(*bounds, m):
+                stop = min(start + m, bounds[1])
+                n = stop - start
+                for level in LEVELS:  # torch's row gather: twice np.take's speed, the same rows
+                    rows_1 = torch.from_numpy(_image(t1[start:stop], level) * total + p1[start:stop])
+                    torch.index_select(t_flat, 0, rows_1, out=torch.from_numpy(a[:n]))
+                    for k in group:
+                        p2, t2 = second[k]
+                        rows_2 = torch.from_numpy(_image(t2[start:stop], level) * total + p2[start:stop])
+                        torch.index_select(t_flat, 0, rows_2, out=torch.from_numpy(b[:n]))
+                        out[level, k][start:stop] = dist.paired(a[:n], b[:n], metric, diff[:n], d[:n])
 
-        # numpy releases the GIL in take/subtract/einsum, so chunks run in parallel threads
-        with ThreadPoolExecutor(max_workers=_workers()) as pool:
-            list(pool.map(chunk, range(0, len(order), _CHUNK)))
-        for k in group:
-            out[k] = np.empty(len(order), dtype=np.float64)
-            out[k][order] = d[k]
-    return out
+        workers = dist.worker_count(threads)
+        edges = np.linspace(0, len(order), workers + 1).astype(np.int64)
+        parts = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+        with dist.single_threaded_blas():
+            if len(parts) < 2:
+                [part(x) for x in parts]
+            else:
+                with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+                    list(pool.map(part, parts))
+    return out, orders
 
 
-def _before(neg: np.ndarray, pos: np.ndarray, positives_first: bool) -> np.ndarray:
-    """Negatives ranked before each positive when the two lists are merged by distance with a
-    stable sort (ties: positives first or negatives first); in the positives' own order."""
-    order = np.argsort(pos)  # searching in sorted order is cache-friendly
-    before = np.empty(len(pos), dtype=np.int64)
-    before[order] = np.searchsorted(np.sort(neg), pos[order], side="left" if positives_first else "right")
-    return before
+def _before(sorted_neg: np.ndarray, sorted_pos: np.ndarray, positives_first: bool) -> np.ndarray:
+    """Negatives ranked before each positive (both sorted by distance) when the two lists are merged
+    with a stable sort (ties: positives first or negatives first)."""
+    return np.searchsorted(sorted_neg, sorted_pos, side="left" if positives_first else "right")
 
 
 def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Mapping,
-                 convention: Convention) -> pd.DataFrame:
+                 convention: Convention, threads: int | None = None) -> pd.DataFrame:
     """Rows (level, negatives, protocol, value): balanced = ROC AUC, imbalanced = AP."""
     name = split["name"]
     tables = {kind: taskfiles.read_pairs(task_dir, kind, name) for kind in taskfiles.VERIF_KINDS}
@@ -408,20 +472,24 @@ def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: 
                       desc.rows(table.names, table.seq2, table.idx2, origin))
     n_pos = len(tables["pos"])
     records = []
-    for level in progress(LEVELS, desc="verification", leave=False, logger=log):
-        d = _verification_distances(desc, rows, tables, level, convention.metric)
+    distances, orders = _verification_distances(desc, rows, tables, convention.metric, threads)
+    for level in LEVELS:
+        pos = distances[level, "pos"]
+        sorted_pos = np.sort(pos)
         for negatives in NEGATIVES:
-            d_neg = d[f"neg_{negatives}"]
-            n_neg = len(d_neg)
+            sorted_neg = np.sort(distances[level, f"neg_{negatives}"])
+            n_neg = len(sorted_neg)
             if n_neg != n_pos and convention.name == "python":
                 log.warning("verification: %d negatives but %d positives; the official python code "
                             "assumes equal counts (it labels the list as if they were)", n_neg, n_pos)
             # python lists [negatives, positives] and keeps the first int(0.2 P) positives; MATLAB
             # lists [positives, negatives] and keeps the first floor(0.2 N) positives
             n_keep = int(np.floor(n_neg * 0.2)) if convention.positives_first else int(n_pos * 0.2)
-            before = _before(d_neg, d["pos"], convention.positives_first)
+            before = _before(sorted_neg, sorted_pos, convention.positives_first)
             records.append((level, negatives, "balanced", roc_auc(before, n_pos, n_neg)))
-            ap = average_precision(np.sort(before[:n_keep]), n_keep, convention.ap_kind)
+            kept = np.sort(pos[orders["pos"] < n_keep])
+            ap = average_precision(_before(sorted_neg, kept, convention.positives_first), n_keep,
+                                   convention.ap_kind)
             records.append((level, negatives, "imbalanced", float(ap)))
     return pd.DataFrame.from_records(records, columns=["level", "negatives", "protocol", "value"])
 
@@ -436,17 +504,22 @@ def _parallel(fn, items: Sequence, threads: int | None) -> list:
     with dist.single_threaded_blas():
         if workers == 1 or len(items) < 2:
             return [fn(x) for x in items]
+
+        def run(x):
+            torch.set_num_threads(1)  # per thread (OpenMP), as the BLAS above
+            return fn(x)
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(fn, items))
+            return list(pool.map(run, items))
 
 
 def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Convention,
              device=None, threads: int | None = None) -> pd.DataFrame:
     """Rows (sequence, category, level, image, ap, sr) for ref vs image 1..5 of every level.
 
-    Nearest neighbours from blocked float32 products (``dist.match_block``: exact with respect to the
-    float64 reference distances); sequences run in parallel threads, the products on ``device`` (a
-    torch device) when given.
+    Nearest neighbours from blocked int8 products on the CPU, float32 products on ``device`` (a torch
+    device) when given (``dist.nearest``: exact with respect to the float64 reference distances);
+    sequences run in parallel threads.
     """
     missing = [s for s in sequences if s not in desc.index]
     if missing:
@@ -459,27 +532,12 @@ def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Co
         ref = desc.sequence(seq, 0)
         n = len(ref)
         truth = np.arange(n)
-        a_aug = dist.augmented(ref, np.float32, "a") if metric != "L1" else None
-        if device is not None and a_aug is not None:
-            a_aug = torch.from_numpy(a_aug).to(device)
-        block = max(1, min(n, (1 << 19) // max(n, 1)))  # rows per product: ~2 MB of proxies (L2 cache)
+        ref_codes = dist.Int8Codes(ref) if device is None and metric != "L1" else None
         out = []
         for level in LEVELS:
             for k in range(1, 6):
                 target = desc.sequence(seq, LEVEL_BASE[level] + k)
-                b_aug = b_size = None
-                if metric != "L1":
-                    b_aug = dist.augmented(target, np.float32, "b")
-                    b_size = float(b_aug[:, -1].max(initial=0.0))
-                    if device is not None:
-                        b_aug = torch.from_numpy(b_aug).to(device)
-                nn = np.empty(n, dtype=np.int64)
-                for start in range(0, n, block):
-                    sl = slice(start, start + block)
-                    nn[sl] = dist.match_block(ref[sl], target, metric,
-                                              a_aug=None if a_aug is None else a_aug[sl], b_aug=b_aug,
-                                              device=device, b_size=b_size)
-                d = dist.exact_rows(ref, target[nn], metric)
+                nn, d = dist.nearest(ref, target, metric, device=device, a_codes=ref_codes)
                 correct = nn == truth
                 before = negatives_before_positives(correct[stable_rank(d)])
                 ap = average_precision(before, n, convention.ap_kind)
@@ -501,9 +559,11 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
               convention: Convention, device=None, threads: int | None = None) -> pd.DataFrame:
     """Rows (query, sequence, idx, level, pool, ap): one per query, level and pool size.
 
-    Per query sequence: float64 products with the distractors of other sequences, each pool block
-    sorted once and the 15 positive distances binary-searched (``dist.count_before``: exact with
-    respect to the float64 reference distances); query sequences run in parallel threads.
+    Per query sequence, against the distractors of other sequences: on the CPU (L2) float32 products,
+    the distractors below the farthest positive counted against the 15 sorted positive distances
+    (``dist.Closer``); on a device or for L1, float64 products with each pool block sorted once
+    (``dist.count_before``). Both exact with respect to the float64 reference distances; query
+    sequences run in parallel threads.
     """
     name = split["name"]
     queries = taskfiles.read_queries(task_dir, name)
@@ -518,7 +578,6 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
     n_dist = len(d_rows)
     pools = POOL_SIZES if convention.name == "python" else (n_dist + N_POSITIVES_RETRIEVAL,)
     metric = convention.metric
-    d_aug = dist.augmented(d_desc, np.float64, "b") if metric != "L1" else None
 
     # positives: the query patch in images 1..5 of each level -> (Q, 3 levels x 5)
     q_desc = np.ascontiguousarray(desc.data[0, q_rows])
@@ -529,18 +588,28 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
 
     ap = np.empty((len(q_rows), len(LEVELS), len(pools)), dtype=np.float64)
 
+    closer = dist.Closer(q_desc, d_desc, metric) if device is None and metric != "L1" else None
+    d_aug = dist.augmented(d_desc, np.float64, "b") if metric != "L1" and closer is None else None
+
     def one(seq: int) -> None:
         members = np.flatnonzero(q_seq == seq)
         keep = d_seq != seq  # the official code drops distractors of the query's own sequence
-        b = np.ascontiguousarray(d_desc[keep])
-        b_aug = None if d_aug is None else np.ascontiguousarray(d_aug[keep])
-        if device is not None and b_aug is not None:
-            b_aug = torch.from_numpy(b_aug).to(device)
-        limits = np.array([min(p - N_POSITIVES_RETRIEVAL, len(b)) for p in pools])
-        for start in range(0, len(members), 128):
-            qs = members[start:start + 128]
-            counts = dist.count_before(q_desc[qs], b, metric, pos_ref[qs], pos_d[qs], limits,
-                                       device=device, b_aug=b_aug)
+        limits = np.array([min(p - N_POSITIVES_RETRIEVAL, int(keep.sum())) for p in pools])
+        if closer is not None:
+            negatives = np.flatnonzero(keep)
+            out = np.empty((_QUERY_BLOCK, closer.COLUMNS), dtype=np.float32)
+        else:
+            b = np.ascontiguousarray(d_desc[keep])
+            b_aug = None if d_aug is None else np.ascontiguousarray(d_aug[keep])
+            if device is not None and b_aug is not None:
+                b_aug = torch.from_numpy(b_aug).to(device)
+        for start in range(0, len(members), _QUERY_BLOCK):
+            qs = members[start:start + _QUERY_BLOCK]
+            if closer is not None:
+                counts = closer.count(qs, negatives, pos_ref[qs], pos_d[qs], limits, out)
+            else:
+                counts = dist.count_before(q_desc[qs], b, metric, pos_ref[qs], pos_d[qs], limits,
+                                           device=device, b_aug=b_aug)
             before = np.cumsum(counts, axis=2).reshape(len(qs), len(LEVELS), N_POSITIVES_RETRIEVAL, -1)
             before = np.sort(before, axis=2).transpose(0, 1, 3, 2)  # (q, level, pool, positive)
             ap[qs] = average_precision(before, N_POSITIVES_RETRIEVAL, convention.ap_kind)
@@ -600,7 +669,7 @@ def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name:
         log.warning("%s", warning)  # once per evaluation
     results: dict[str, pd.DataFrame] = {}
     if "verification" in tasks:
-        results["verification"] = verification(desc, task_dir, split, convention)
+        results["verification"] = verification(desc, task_dir, split, convention, threads=threads)
     if "matching" in tasks:
         seqs = list(split["test"]) if convention.name == "python" else list(desc.names)
         results["matching"] = matching(desc, seqs, convention, device=device, threads=threads)
