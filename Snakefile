@@ -188,15 +188,14 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/downstream.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        [str(p) for p in layout.report_files(RESULTS)],
+        [str(p) for p in layout.report_files(RESULTS, tuple(DOWNSTREAM))],
         [f"{WEIGHTS}/{name}" for name in RELEASED],
         released_ubc_scores(),
         released_hpatches_scores(),
-        downstream_scores(),

@@ -177,15 +177,12 @@ def check_command(rule: str, command: str, cfg: dict) -> None:
     unquoted = re.sub(r"'[^']*'", "", command)
     assert not any(part in unquoted for part in ("ü", "my data", "mini run")), (rule, command)
     words = shlex.split(command)
-    if words[1] != "--log":  # a rule that redirects the output: `> LOG 2>&1`
-        assert rule == "report", (rule, words)  # every other rule uses --log
-        end = words.index(">")
-        log = words[end + 1]
-    else:  # `descbench --log LOG COMMAND ...`: the output in LOG, an error also on the console
-        log = words[2]
-        words = words[:1] + words[3:]
-        # outside the command itself, for train: `$([ -f OUT/checkpoint.pt ] ...) ... rm -f`
-        end = next((i for i, w in enumerate(words) if w.startswith("$(")), len(words))
+    # every rule runs `descbench --log LOG COMMAND ...`: the output in LOG, an error also on the console
+    assert words[1] == "--log", (rule, words)
+    log = words[2]
+    words = words[:1] + words[3:]
+    # outside the command itself, for train: `$([ -f OUT/checkpoint.pt ] ...) ... rm -f`
+    end = next((i for i, w in enumerate(words) if w.startswith("$(")), len(words))
     argv, rest = words[:end], words[end:]
     assert argv[0] == "descbench", (rule, argv)
     assert log.startswith(f"{results}/logs/") and log.endswith(".log"), (rule, log)

@@ -25,7 +25,8 @@ def workflow_config(tmp_path: Path) -> Path:
     synthetic["handcrafted"] = ["raw"]
     cfg.update({k: synthetic[k] for k in ("methods", "handcrafted", "reference", "seeds", "ubc",
                                           "hpatches", "report")})
-    cfg.update(preset="synthetic", results_dir="results", data={"root": "data", "source": "mini"})
+    cfg.update(preset="synthetic", results_dir="results", data={"root": "data", "source": "mini"},
+               downstream=[])  # the sequences report has tests of its own
     path = tmp_path / "synthetic.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -84,10 +85,12 @@ def test_released_only_dry_run_plans_the_report_on_the_released_scores(tmp_path)
     # the report reads the manifest of each stage with files (only released scores here), not every
     # score file, so Snakemake's `reason:` line for it stays readable
     manifest = str(layout.manifest_file(results, "released_scores"))
-    assert _jobs(run.stdout, "report")[0]["input"] == [manifest]
-    [job] = _jobs(run.stdout, "report_manifest")
-    assert job["output"] == [manifest]
-    released = job["input"]
+    sequences = str(layout.manifest_file(results, "sequences_scores"))  # the releases on the sequences
+    assert sorted(_jobs(run.stdout, "report")[0]["input"]) == sorted([manifest, sequences])
+    jobs = {job["output"][0]: job for job in _jobs(run.stdout, "report_manifest")}
+    assert sorted(jobs) == sorted([manifest, sequences])
+    released = jobs[manifest]["input"]
+    assert all("/scores/hpatches_sequences/d2net/released/" in path for path in jobs[sequences]["input"])
     assert str(layout.ubc_released_dir(results, "hardnet-plus@liberty", "notredame") / "summary.json") in released
     assert str(layout.hpatches_released_dir(results, "sosnet@hpatches_a", "a") / "summary.json") in released
     assert "rule train:" not in run.stdout

@@ -13,7 +13,7 @@ import pandas as pd
 from descbench import registry, weights
 from descbench.errors import DescbenchError
 from descbench.fileio import write_csv
-from descbench.report import figures, layout, stats
+from descbench.report import figures, layout, sequences, stats
 from descbench.report.scores import ReportConfig, Results
 from descbench.report.tables import Table, mean_sd, write_table
 
@@ -361,6 +361,57 @@ class ReportBuilder:
         return table
 
     # -- HPatches ------------------------------------------------------------------------------------
+    def ubc_revisited_table(self) -> Table:
+        """The revisited mAP (%) in the UBC table's layout; no significance marks (the report tests FPR95)."""
+        cfg = self.cfg
+        columns = cfg.ubc_columns()
+        labels = [f"{train}→{test}" for train, test in columns] + ["mean"]
+        groups = [(f"trained on {train}", [te for tr, te in columns if tr == train])
+                  for train in dict.fromkeys(tr for tr, _ in columns)] + [("", ["mean"])]
+        rows, cells, value_rows, tidy = [], [], [], []
+
+        def add_row(label: str, per_column: list[list[float]], released: bool) -> None:
+            row, row_values = [], []
+            for (train, test), vals in zip(columns, per_column):
+                text, mean, sd, n = mean_sd(vals) if vals and not np.isnan(vals).any() else ("", np.nan, np.nan, 0)
+                row.append(text)
+                row_values.append(mean)
+                tidy.append(dict(method=label, train_set=train, test_set=test, n_seeds=n, map_mean=mean,
+                                 map_sd=sd, released=released))
+            complete = all(vals and not np.isnan(vals).any() for vals in per_column)
+            seed_means = list(np.mean(np.array(per_column), axis=0)) if complete else []
+            text, mean, sd, n = mean_sd(seed_means) if complete else ("", np.nan, np.nan, 0)
+            row.append(text)
+            row_values.append(mean)
+            tidy.append(dict(method=label, train_set="mean", test_set="mean", n_seeds=n, map_mean=mean,
+                             map_sd=sd, released=released))
+            rows.append(label)
+            cells.append(row)
+            value_rows.append(row_values)
+
+        for method in self.rows:
+            add_row(method, [[self.results.ubc_revisited_map(method, train, test, seed)
+                              for seed in self.results.seeds_of(method)] for train, test in columns], False)
+        for release in cfg.released:
+            filled = released_ubc_columns(release, columns, cfg.ubc_sets)
+            if filled:
+                add_row(released_label(release),
+                        [[self.results.released_ubc_revisited_map(release, columns[j][1])] if j in filled
+                         else [] for j in range(len(columns))], True)
+        table = Table(title=f"UBC PhotoTour revisited mAP (%), higher is better ({cfg.preset} preset)",
+                      row_header="method", rows=rows, columns=labels, cells=cells,
+                      values=np.array(value_rows, dtype=float).reshape(len(rows), len(labels)),
+                      lower_is_better=False, groups=groups,
+                      tidy=pd.DataFrame(tidy, columns=["method", "train_set", "test_set", "n_seeds", "map_mean",
+                                                       "map_sd", "released"]))
+        table.notes.append(
+            f"{seeds_phrase(cfg.seeds).capitalize()}; handcrafted descriptors have no seed. The mAP of "
+            "brown_phototour_revisited 0.3.0 (matches within each reference image ranked by the "
+            "second-nearest-neighbour ratio; docs/protocols.md §5), over every patch of the test set. No "
+            "significance marks: the report tests FPR95. A cell is empty where the set has no interest.txt "
+            "(the mAP was not computed) or the pair is not configured.")
+        return table
+
     def _hp_seeds(self, method: str) -> list[dict[str, Any]]:
         return [self.results.hpatches(method, seed) for seed in self.results.seeds_of(method)]
 
@@ -673,11 +724,19 @@ def build_report(cfg_dict: dict[str, Any], results_dir: str | Path, out_dir: str
     log.info("ablation table (%d variants)", len(cfg.variants))
     ablations = builder.ablation_table()
     builder.tests.adjust()
-    for table, name in ((ubc, "ubc_fpr95"), (hp, "hpatches"), (ablations, "ablations")):
+    log.info("UBC revisited mAP table")
+    revisited = builder.ubc_revisited_table()
+    for table, name in ((ubc, "ubc_fpr95"), (revisited, "ubc_revisited_map"), (hp, "hpatches"),
+                        (ablations, "ablations")):
         written += write_table(table, out_dir / "tables", name)
     tests_path = out_dir / layout.TESTS_CSV
     write_csv(tests_path, builder.tests.frame())
     written.append(tests_path)
     log.info("figures")
     written += write_figures(builder, hp.tidy, out_dir / "figures")
+    if "hpatches_sequences" in (cfg_dict.get("downstream") or []):
+        log.info("HPatches sequences: table, MMA figure, tests")
+        pairs = sequences.load_pairs(results_dir, cfg.methods, cfg.seeds, cfg.hp_train_set, cfg.handcrafted,
+                                     sequences.eligible_releases(cfg.released), released_label=released_label)
+        written += sequences.write_outputs(pairs, out_dir, None, cfg.reference, cfg.alpha, preset=cfg.preset)
     return written

@@ -25,14 +25,17 @@ MODEL_FILES = ("model.pt", "metrics.csv", "diagnostics.npz")
 UBC_SCORE_FILES = ("summary.json", "pairs.csv")
 HPATCHES_SCORE_FILES = ("summary.json", "verification.csv", "matching.csv", "retrieval.csv")
 
-TABLE_NAMES = ("ubc_fpr95", "hpatches", "ablations")
+TABLE_NAMES = ("ubc_fpr95", "ubc_revisited_map", "hpatches", "ablations")
 TABLE_FORMATS = ("tex", "md", "csv")
 FIGURE_NAMES = ("hpatches_summary", "training_curves", "difficulty")
 FIGURE_FORMATS = ("pdf", "png")
 TESTS_CSV = "stats/tests.csv"
 # the report rule's inputs: one manifest per stage, each listing that stage's files (descbench manifest)
 MANIFEST = "manifests/{stage}.tsv"
-MANIFEST_STAGES = ("training", "ubc_scores", "hpatches_scores", "released_scores")
+MANIFEST_STAGES = ("training", "ubc_scores", "hpatches_scores", "released_scores", "sequences_scores")
+# what each downstream evaluation (config `downstream`) adds to the report: tables, figures, test files
+DOWNSTREAM_OUTPUTS = {"hpatches_sequences": (("hpatches_sequences",), ("hpatches_sequences_mma",),
+                                             ("stats/hpatches_sequences_tests.csv",))}
 
 
 def model_dir(results: str | Path, train_set: str, method: str, seed: int) -> Path:
@@ -69,15 +72,23 @@ def manifest_file(results: str | Path, stage: str) -> Path:
     return Path(results) / MANIFEST.format(stage=stage)
 
 
-def table_files(results: str | Path) -> list[Path]:
-    return [Path(results) / "tables" / f"{name}.{fmt}" for name in TABLE_NAMES for fmt in TABLE_FORMATS]
+def table_files(results: str | Path, downstream: tuple[str, ...] = ()) -> list[Path]:
+    names = TABLE_NAMES + tuple(n for d in downstream for n in DOWNSTREAM_OUTPUTS[d][0])
+    return [Path(results) / "tables" / f"{name}.{fmt}" for name in names for fmt in TABLE_FORMATS]
 
 
-def figure_files(results: str | Path) -> list[Path]:
-    return [Path(results) / "figures" / f"{name}.{fmt}"
-            for name in FIGURE_NAMES for fmt in FIGURE_FORMATS]
+def figure_files(results: str | Path, downstream: tuple[str, ...] = ()) -> list[Path]:
+    names = FIGURE_NAMES + tuple(n for d in downstream for n in DOWNSTREAM_OUTPUTS[d][1])
+    return [Path(results) / "figures" / f"{name}.{fmt}" for name in names for fmt in FIGURE_FORMATS]
 
 
-def report_files(results: str | Path) -> list[Path]:
-    """Every file ``descbench report`` writes (the outputs of the workflow's last rule)."""
-    return table_files(results) + figure_files(results) + [Path(results) / TESTS_CSV]
+def stats_files(results: str | Path, downstream: tuple[str, ...] = ()) -> list[Path]:
+    return [Path(results) / name for name in (TESTS_CSV,) + tuple(n for d in downstream
+                                                                  for n in DOWNSTREAM_OUTPUTS[d][2])]
+
+
+def report_files(results: str | Path, downstream: tuple[str, ...] = ()) -> list[Path]:
+    """Every file ``descbench report`` writes (the outputs of the workflow's last rule), with those of the
+    configured ``downstream`` evaluations."""
+    return (table_files(results, downstream) + figure_files(results, downstream)
+            + stats_files(results, downstream))

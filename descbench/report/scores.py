@@ -111,6 +111,12 @@ class Results:
         summary = read_json(self._ubc_dir(method, train_set, test_set, seed) / "summary.json", rule)
         return float(summary["fpr95"])
 
+    def ubc_revisited_map(self, method: str, train_set: str, test_set: str, seed: int | None) -> float:
+        """The revisited mAP of summary.json; NaN where it was not computed (no interest.txt)."""
+        rule = "evaluate_ubc_model" if self.is_learned(method) else "evaluate_ubc_handcrafted"
+        value = read_json(self._ubc_dir(method, train_set, test_set, seed) / "summary.json", rule).get("revisited_map")
+        return float("nan") if value is None else float(value)
+
     def ubc_pairs(self, method: str, train_set: str, test_set: str, seed: int | None) -> pd.DataFrame:
         key = (method, train_set if self.is_learned(method) else None, test_set, seed)
         if key not in self._pairs:
@@ -145,6 +151,11 @@ class Results:
     def released_ubc_fpr95(self, release: str, test_set: str) -> float:
         path = layout.ubc_released_dir(self.root, release, test_set) / "summary.json"
         return float(read_json(path, "evaluate_ubc_released")["fpr95"])
+
+    def released_ubc_revisited_map(self, release: str, test_set: str) -> float:
+        path = layout.ubc_released_dir(self.root, release, test_set) / "summary.json"
+        value = read_json(path, "evaluate_ubc_released").get("revisited_map")
+        return float("nan") if value is None else float(value)
 
     def released_hpatches(self, release: str, split: str) -> dict[str, Any]:
         """summary.json of the HPatches evaluation of ``release`` on ``split``."""

@@ -67,6 +67,13 @@ def scores_dir(results: str | Path, method: str, subset: str = SUBSET, train_set
     return Path(results) / LEARNED_DIR.format(subset=subset, train_set=train_set, method=method, seed=seed)
 
 
+def eligible_releases(names: Iterable[str]) -> list[str]:
+    """The released weights scored on the sequences: those not trained on HPatches (any of its sequences)."""
+    from descbench import weights
+
+    return [name for name in names if weights.get(name).hpatches_overlap in ("none", "unstated")]
+
+
 def read_pairs(path: str | Path) -> pd.DataFrame:
     """One ``pairs.csv``, with its columns checked."""
     path = Path(path)
@@ -292,7 +299,7 @@ def write_outputs(pairs: pd.DataFrame, out_dir: str | Path, methods: list[str] |
     written = write_table(table, out_dir / "tables", TABLE_NAME)
     title = f"HPatches sequences, subset {subset}: {_counts(pairs)}"
     written += save(mma_figure(pairs, methods, reference, title), out_dir / "figures", FIGURE_NAME)
-    if tests is not None:
-        write_csv(out_dir / "stats" / TESTS_NAME, tests)
-        written.append(out_dir / "stats" / TESTS_NAME)
+    # without a reference there is nothing to test: the file is written with its header only
+    write_csv(out_dir / "stats" / TESTS_NAME, tests if tests is not None else pd.DataFrame(columns=TEST_COLUMNS))
+    written.append(out_dir / "stats" / TESTS_NAME)
     return written

@@ -15,18 +15,13 @@ SEQ_HANDCRAFTED = f"{RESULTS}/" + sequences_report.HANDCRAFTED_DIR.replace("{sub
 SEQ_RELEASED = f"{RESULTS}/" + sequences_report.RELEASED_DIR.replace("{subset}", SEQ_SUBSET)
 
 
-def sequences_releases():
-    """Released weights scored on the sequences: those not trained on HPatches (any of its sequences)."""
-    return [name for name in RELEASED if weights.get(name).hpatches_overlap in ("none", "unstated")]
-
-
 def downstream_scores():
-    """Score files of every configured downstream evaluation (inputs of `all`)."""
+    """Score files of every configured downstream evaluation (the report's sequences_scores manifest)."""
     if "hpatches_sequences" not in DOWNSTREAM:
         return []
     dirs = [sequences_report.scores_dir(RESULTS, m, SEQ_SUBSET, HP_TRAIN_SET, seed) for m in METHODS for seed in SEEDS]
     dirs += [sequences_report.scores_dir(RESULTS, m, SEQ_SUBSET) for m in HANDCRAFTED]
-    dirs += [sequences_report.scores_dir(RESULTS, r, SEQ_SUBSET, release=True) for r in sequences_releases()]
+    dirs += [sequences_report.scores_dir(RESULTS, r, SEQ_SUBSET, release=True) for r in sequences_report.eligible_releases(RELEASED)]
     return [str(d / name) for d in dirs for name in sequences_report.SCORE_FILES]
 
 

@@ -38,7 +38,7 @@ def stage_files():
         hpatches += [str(scores / name) for name in layout.HPATCHES_SCORE_FILES]
     # released weights: rows marked "released" in the UBC and HPatches tables (no significance tests)
     released = released_ubc_scores() + released_hpatches_scores()
-    stages = dict(zip(layout.MANIFEST_STAGES, (training, ubc, hpatches, released)))
+    stages = dict(zip(layout.MANIFEST_STAGES, (training, ubc, hpatches, released, downstream_scores())))
     return {stage: files for stage, files in stages.items() if files}
 
 
@@ -58,11 +58,14 @@ rule report_manifest:
         f"{RESULTS}/logs/manifest_{{stage}}.log",
     threads: 1
     shell:
-        "descbench manifest --out {output:q} {input:q} > {log:q} 2>&1"
+        "descbench --log {log:q} manifest --out {output:q} {input:q}"
 
 
 CAPTIONS = {
     "ubc_fpr95": "../report/ubc_fpr95.rst",
+    "ubc_revisited_map": "../report/ubc_revisited_map.rst",
+    "hpatches_sequences": "../report/hpatches_sequences.rst",
+    "hpatches_sequences_mma": "../report/hpatches_sequences_mma.rst",
     "hpatches": "../report/hpatches.rst",
     "ablations": "../report/ablations.rst",
     "hpatches_summary": "../report/hpatches_summary.rst",
@@ -81,9 +84,9 @@ rule report:
     input:
         [str(layout.manifest_file(RESULTS, stage)) for stage in STAGE_FILES],
     output:
-        [reported(str(p), "Tables") for p in layout.table_files(RESULTS)],
-        [reported(str(p), "Figures") for p in layout.figure_files(RESULTS)],
-        reported(f"{RESULTS}/{layout.TESTS_CSV}", "Significance tests"),
+        [reported(str(p), "Tables") for p in layout.table_files(RESULTS, tuple(DOWNSTREAM))],
+        [reported(str(p), "Figures") for p in layout.figure_files(RESULTS, tuple(DOWNSTREAM))],
+        [reported(str(p), "Significance tests") for p in layout.stats_files(RESULTS, tuple(DOWNSTREAM))],
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
@@ -92,5 +95,5 @@ rule report:
         config_json=json.dumps(config, sort_keys=True),
     threads: 1
     shell:
-        "descbench report --config-json {params.config_json:q} --results {RESULTS:q} --out {RESULTS:q}"
-        " > {log:q} 2>&1"
+        "descbench --log {log:q} report --config-json {params.config_json:q} --results {RESULTS:q}"
+        " --out {RESULTS:q}"
