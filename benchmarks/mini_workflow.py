@@ -100,11 +100,12 @@ def check_outputs(workdir: Path) -> list[str]:
     cfg = yaml.safe_load((REPO / "config" / "mini.yaml").read_text())
     results = workdir / cfg["results_dir"]
     problems = []
-    for path in layout.report_files(results):
+    for path in layout.report_files(results, tuple(cfg.get("downstream") or ())):
         if not path.is_file() or path.stat().st_size == 0:
             problems.append(f"missing or empty: {path}")
     expected_rows = set(cfg["methods"]) | set(cfg["handcrafted"])
-    for name, column in (("ubc_fpr95", "method"), ("hpatches", "method")):
+    names = ["ubc_fpr95", "ubc_revisited_map", "hpatches"] + list(cfg.get("downstream") or [])
+    for name, column in ((n, "method") for n in names):
         table = pd.read_csv(results / "tables" / f"{name}.csv")
         if set(table[column]) != expected_rows:
             problems.append(f"{name}.csv lists {sorted(set(table[column]))}, expected {sorted(expected_rows)}")

@@ -114,8 +114,8 @@ def mutual_nearest_neighbours(desc_a: np.ndarray, desc_b: np.ndarray) -> np.ndar
     (L2, ties to the lowest index), sorted by i."""
     if len(desc_a) == 0 or len(desc_b) == 0:
         return np.empty((0, 2), dtype=np.int64)
-    nn_ab, _ = distances.nearest_neighbours(desc_a, desc_b, "L2")
-    nn_ba, _ = distances.nearest_neighbours(desc_b, desc_a, "L2")
+    nn_ab, _ = distances.nearest(desc_a, desc_b, "L2")
+    nn_ba, _ = distances.nearest(desc_b, desc_a, "L2")
     ids = np.arange(len(desc_a))
     mutual = nn_ba[nn_ab] == ids
     return np.stack([ids[mutual], nn_ab[mutual]], axis=1)
