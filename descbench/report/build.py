@@ -278,12 +278,17 @@ class ReportBuilder:
         self._comparisons[key] = result
         return result
 
-    def ubc_table(self) -> Table:
-        cfg = self.cfg
-        columns = cfg.ubc_columns()
+    def _ubc_layout(self) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, list[str]]]]:
+        """The UBC tables' (train, test) columns, their labels with the mean, and the LaTeX header groups."""
+        columns = self.cfg.ubc_columns()
         labels = [f"{train}→{test}" for train, test in columns] + ["mean"]
         groups = [(f"trained on {train}", [te for tr, te in columns if tr == train])
                   for train in dict.fromkeys(tr for tr, _ in columns)] + [("", ["mean"])]
+        return columns, labels, groups
+
+    def ubc_table(self) -> Table:
+        cfg = self.cfg
+        columns, labels, groups = self._ubc_layout()
         rows = self.rows
         cells, values, tidy = [], np.full((len(rows), len(labels)), np.nan), []
         cell_tests: dict[tuple[str, int], int] = {}
@@ -364,10 +369,7 @@ class ReportBuilder:
     def ubc_revisited_table(self) -> Table:
         """The revisited mAP (%) in the UBC table's layout; no significance marks (the report tests FPR95)."""
         cfg = self.cfg
-        columns = cfg.ubc_columns()
-        labels = [f"{train}→{test}" for train, test in columns] + ["mean"]
-        groups = [(f"trained on {train}", [te for tr, te in columns if tr == train])
-                  for train in dict.fromkeys(tr for tr, _ in columns)] + [("", ["mean"])]
+        columns, labels, groups = self._ubc_layout()
         rows, cells, value_rows, tidy = [], [], [], []
 
         def add_row(label: str, per_column: list[list[float]], released: bool) -> None:
