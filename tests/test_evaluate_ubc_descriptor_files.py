@@ -23,7 +23,8 @@ def prepared(tmp_path_factory):
     pairs = mini._ubc_pairs(labels, 60, rng)
     raw = ubc.raw_set_dir(root, SET)
     raw.mkdir(parents=True)
-    mini.write_ubc_raw(raw, patches, labels, {"m50_120_120_0.txt": mini._m50_rows(pairs, labels)})
+    interest = np.zeros((len(labels), 5))  # one reference image
+    mini.write_ubc_raw(raw, patches, labels, {"m50_120_120_0.txt": mini._m50_rows(pairs, labels)}, interest)
     ubc.prepare_ubc(root, SET)
     # descriptors: one centre per point, views near it, so matches are mostly closer than non-matches
     centres = rng.normal(size=(40, 8))

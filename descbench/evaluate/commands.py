@@ -27,7 +27,8 @@ def _add_source(parser: argparse.ArgumentParser, files_help: str | None) -> None
         source.add_argument("--descriptors", dest="descriptor_files", type=Path, help=argparse.SUPPRESS)
     add_data_option(parser, f"data folder with the prepared arrays (default {DEFAULT_DATA})", required=False,
                     default=DEFAULT_DATA)
-    parser.add_argument("--batch-size", type=int, default=512, help="patches per batch (default 512)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="patches per batch (default 32 on the CPU, 512 on a GPU)")
     parser.add_argument("--interpolation", default="linear", choices=("linear", "area", "cubic", "nearest"),
                         help="cv2.resize interpolation to a network's input side (default linear)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help=DEVICE_HELP)

@@ -34,6 +34,10 @@ INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": c
                   "nearest": cv2.INTER_NEAREST}
 
 
+# patches per batch, {on a GPU?: n}: on the CPU small batches keep the activations in cache (measured on
+# 2 cores: a trained L2-Net on 4,096 patches took 4.7 s at 32, 13.2 s at 256, mostly page faults)
+DEFAULT_BATCH = {False: 32, True: 512}
+
 class Extractor:
     """Maps uint8 patches (N, H, W) to float32 descriptors (N, dim) for one descriptor.
 
@@ -42,7 +46,7 @@ class Extractor:
     """
 
     def __init__(self, descriptor: registry.Descriptor, network: torch.nn.Module | None = None,
-                 batch_size: int = 512, interpolation: str = "linear", device: str = "cpu"):
+                 batch_size: int | None = None, interpolation: str = "linear", device: str = "cpu"):
         if descriptor.learned and network is None:
             if descriptor.released is not None:
                 raise DescbenchError(f"{descriptor.name!r} is released weights: load them with "
@@ -52,6 +56,9 @@ class Extractor:
         if interpolation not in INTERPOLATIONS:
             raise DescbenchError(
                 f"unknown interpolation {interpolation!r}; use one of {', '.join(INTERPOLATIONS)}")
+        self.device = torch.device(device)
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH[self.device.type == "cuda"]
         if batch_size < 1:
             raise DescbenchError(f"batch size must be >= 1, got {batch_size}")
         self.descriptor = descriptor
@@ -59,7 +66,6 @@ class Extractor:
         self.dim = descriptor.dim
         self.batch_size = batch_size
         self.interpolation = INTERPOLATIONS[interpolation]
-        self.device = torch.device(device)
         self.network = network.to(self.device).eval() if network is not None else None
 
     def _resize(self, patches: np.ndarray) -> np.ndarray:
