@@ -65,7 +65,7 @@ def test_data_from_dir_is_passed_to_the_download_rules(tmp_path):
     dry = snakemake(tmp_path / "dry", "--configfile", str(config), "--printshellcmds")
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     downloads = [line for line in dry.stdout.splitlines() if " download " in line and "descbench" in line]
-    assert len(downloads) == 5, downloads  # three UBC sets, HPatches, the task files
+    assert len(downloads) == 6, downloads  # three UBC sets, HPatches, the task files, the sequences
     assert all(f"--from-dir '{mine}'" in line for line in downloads), downloads
     # a real run: the empty folder is searched, nothing is downloaded, every missing file is named
     result = run_workflow(tmp_path / "work", TASKS_TARGET, "--configfile", str(config))
