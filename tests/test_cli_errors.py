@@ -90,6 +90,9 @@ def test_sigint_exit_status_of_the_real_process(tmp_path):
         import signal, sys, time
         from descbench import cli
 
+        # a shell's background job (CI under nohup, `cmd &`) inherits SIGINT ignored; a terminal user does not
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
         def command(args):
             # what Ctrl-C delivers, to this (the main) thread: os.kill may hand it to one of torch's threads,
             # and a main thread already in signal.pause() would then wait forever
