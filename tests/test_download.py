@@ -332,6 +332,29 @@ def test_hpatches_missing_png_is_named(tmp_path):
     assert "folders not named i_* or v_*: x_bad" in str(err.value) and "v_two lacks h3.png" in str(err.value)
 
 
+def test_sequence_check_names_five_incomplete_sequences_and_counts_the_rest(tmp_path):
+    names = [f"i_{k}" for k in range(4)] + [f"v_{k}" for k in range(4)] + [f"x_{k}" for k in range(6)]
+    for name in names:
+        (tmp_path / name).mkdir()
+    (tmp_path / "__MACOSX").mkdir()  # junk of macOS zip tools: not a sequence
+    lacks = lambda seq: [] if seq.name == "v_3" else ["a.png", "b.png"]
+    with pytest.raises(DescbenchError) as err:
+        download.check_sequence_folders(tmp_path, "Label", 8, lacks, "2 PNGs", n_illumination=4)
+    assert str(err.value) == (
+        "Label: 14 sequence folders, expected 8; folders not named i_* or v_*: x_0, x_1, x_2, x_3, x_4 ...; "
+        "i_0 lacks a.png, b.png; i_1 lacks a.png, b.png; i_2 lacks a.png, b.png; i_3 lacks a.png, b.png; "
+        "v_0 lacks a.png, b.png; and 8 more incomplete sequences")
+    for name in names[8:]:
+        (tmp_path / name).rmdir()
+    complete = lambda seq: []
+    assert (download.check_sequence_folders(tmp_path, "Label", 8, complete, "2 PNGs", n_illumination=4)
+            == "8 sequences (4 i_, 4 v_) x 2 PNGs")
+    with pytest.raises(DescbenchError, match=r"^Label: 4 i_ sequences, expected 5$"):
+        download.check_sequence_folders(tmp_path, "Label", 8, complete, "2 PNGs", n_illumination=5)
+    # without n_illumination the split between i_ and v_ is not checked (the patch release)
+    assert download.check_sequence_folders(tmp_path, "Label", 8, complete, "2 PNGs").startswith("8 sequences")
+
+
 # --------------------------------------------------------------------------------- reruns and pinning
 
 def test_rerun_verifies_instead_of_downloading_and_replaces_a_damaged_archive(server, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import tarfile
 
 import cv2
@@ -145,6 +146,18 @@ def test_generated_sequences_have_the_real_layout(release):
     assert hs.validate_release(folder, 4, 2) == "4 sequences (2 i_, 2 v_) x 6 images + 5 homographies"
     with pytest.raises(DescbenchError, match="4 sequence folders, expected 116"):
         hs.validate_release(folder, 116, 57)
+    with pytest.raises(DescbenchError, match=r"^HPatches sequences: 2 i_ sequences, expected 3$"):
+        hs.validate_release(folder, 4, 3)
+
+
+def test_incomplete_release_names_the_missing_images_and_homographies(release, tmp_path):
+    data, _ = release
+    copy = tmp_path / "release"
+    shutil.copytree(hs.raw_dir(data), copy)
+    (copy / "v_immuno" / "3.ppm").unlink()
+    (copy / "v_immuno" / "H_1_5").unlink()
+    with pytest.raises(DescbenchError, match=r"^HPatches sequences: v_immuno lacks 3\.ppm, H_1_5$"):
+        hs.validate_release(copy, 4, 2)
 
 
 def test_generated_homographies_map_image_1_onto_image_k(release):

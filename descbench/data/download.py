@@ -58,8 +58,8 @@ import requests
 import urllib3
 
 from descbench import __version__
-from descbench.data.sources import (TEST_PAIRS_FILE, Checksum, HPatchesSource, Mirror, RemoteFile,
-                                    TaskFilesSource, UBCSetSource)
+from descbench.data.sources import (SEQUENCE_PREFIXES, TEST_PAIRS_FILE, Checksum, HPatchesSource, Mirror,
+                                    RemoteFile, TaskFilesSource, UBCSetSource)
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, atomic_path, file_digests, write_json
 from descbench.progress import progress
@@ -1014,27 +1014,38 @@ def validate_ubc_folder(folder: Path, source: UBCSetSource) -> str:
     return f"{source.n_patches:,} patches in {len(tiles):,} tiles, {source.n_test_pairs:,} test pairs"
 
 
-def validate_hpatches_folder(folder: Path, source: HPatchesSource) -> str:
-    """Check the unpacked release: the expected number of i_/v_ sequence folders, each with its 16 PNGs."""
+def check_sequence_folders(folder: Path, label: str, n_sequences: int, missing_files: Callable[[Path], list[str]],
+                           contents: str, n_illumination: int | None = None) -> str:
+    """Check an unpacked HPatches-style release (the patch release, the full-image sequences): ``n_sequences``
+    folders named i_*/v_* (``n_illumination`` of them i_, where given), none of which ``missing_files`` (a
+    sequence folder -> the files it lacks) finds incomplete. Every problem goes into one error that starts with
+    ``label``; the summary is '<n> sequences (<i> i_, <v> v_) x <contents>'."""
     sequences = sorted(d for d in folder.iterdir() if d.is_dir() and d.name not in _IGNORED_ENTRIES)
+    n_illum = sum(d.name.startswith("i_") for d in sequences)
     problems = []
-    if len(sequences) != source.n_sequences:
-        problems.append(f"{len(sequences)} sequence folders, expected {source.n_sequences}")
-    misnamed = [d.name for d in sequences if not d.name.startswith(("i_", "v_"))]
+    if len(sequences) != n_sequences:
+        problems.append(f"{len(sequences)} sequence folders, expected {n_sequences}")
+    misnamed = [d.name for d in sequences if not d.name.startswith(SEQUENCE_PREFIXES)]
     if misnamed:
         more = " ..." if len(misnamed) > 5 else ""
         problems.append(f"folders not named i_* or v_*: {', '.join(misnamed[:5])}{more}")
-    incomplete = [(d.name, missing) for d in sequences
-                  if (missing := [f for f in source.image_files if not (d / f).is_file()])]
+    elif n_illumination is not None and len(sequences) == n_sequences and n_illum != n_illumination:
+        problems.append(f"{n_illum} i_ sequences, expected {n_illumination}")
+    incomplete = [(d.name, missing) for d in sequences if (missing := missing_files(d))]
     for name, missing in incomplete[:5]:
         problems.append(f"{name} lacks {', '.join(missing)}")
     if len(incomplete) > 5:
         problems.append(f"and {len(incomplete) - 5} more incomplete sequences")
     if problems:
-        raise DescbenchError("HPatches release: " + "; ".join(problems))
-    n_illum = sum(d.name.startswith("i_") for d in sequences)
-    return (f"{len(sequences)} sequences ({n_illum} i_, {len(sequences) - n_illum} v_) x "
-            f"{len(source.image_files)} PNGs")
+        raise DescbenchError(f"{label}: " + "; ".join(problems))
+    return f"{len(sequences)} sequences ({n_illum} i_, {len(sequences) - n_illum} v_) x {contents}"
+
+
+def validate_hpatches_folder(folder: Path, source: HPatchesSource) -> str:
+    """Check the unpacked patch release: the expected i_/v_ sequence folders, each with its 16 PNGs."""
+    return check_sequence_folders(folder, "HPatches release", source.n_sequences,
+                                  lambda seq: [f for f in source.image_files if not (seq / f).is_file()],
+                                  f"{len(source.image_files)} PNGs")
 
 
 # ------------------------------------------------------------------------------------------------ datasets

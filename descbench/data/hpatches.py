@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from descbench.data.sources import SEQUENCE_PREFIXES
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, check_writable, sha256_file, write_json
 from descbench.progress import progress
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 PATCH_SIZE = 65
 IMAGE_TYPES = ("ref",) + tuple(f"{level}{k}" for level in "eht" for k in range(1, 6))
-SEQUENCE_PREFIXES = ("i_", "v_")
 SPLITS_FILE = "splits.json"
 MINI_RECORD = "mini.json"  # written by make-mini into DATA/raw/ (descbench.data.mini.MINI_RECORD)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from descbench.data.sources import SEQUENCE_PREFIXES
 from descbench.errors import DescbenchError
 from descbench.fileio import atomic_dir, check_writable, write_json
 from descbench.progress import progress
@@ -31,7 +32,6 @@ FORMAT_VERSION = 1
 N_IMAGES = 6
 IMAGE_NAMES = tuple(f"{k}.ppm" for k in range(1, N_IMAGES + 1))
 HOMOGRAPHY_NAMES = tuple(f"H_1_{k}" for k in range(2, N_IMAGES + 1))
-SEQUENCE_PREFIXES = ("i_", "v_")
 RAW_FOLDER = "hpatches-sequences-release"
 PREPARED_FOLDER = "hpatches-sequences"
 MINI_RECORD = "mini.json"  # written by make-mini into DATA/raw/ (descbench.data.mini.MINI_RECORD)
@@ -126,30 +126,17 @@ def list_sequences(folder: Path, fix: str = "download the sequences again") -> l
 
 
 def missing_files(seq_dir: Path) -> list[str]:
+    """The images and homography files that the sequence folder ``seq_dir`` lacks."""
     return [f for f in IMAGE_NAMES + HOMOGRAPHY_NAMES if not (seq_dir / f).is_file()]
 
 
 def validate_release(folder: Path, n_sequences: int, n_illumination: int) -> str:
     """Check an unpacked release: the expected i_/v_ folders, each with 6 images and 5 homographies."""
-    sequences = sorted(d for d in folder.iterdir() if d.is_dir() and d.name not in ("__MACOSX",))
-    problems = []
-    if len(sequences) != n_sequences:
-        problems.append(f"{len(sequences)} sequence folders, expected {n_sequences}")
-    misnamed = [d.name for d in sequences if not d.name.startswith(SEQUENCE_PREFIXES)]
-    if misnamed:
-        problems.append(f"folders not named i_* or v_*: {', '.join(misnamed[:5])}{' ...' * (len(misnamed) > 5)}")
-    n_illum = sum(d.name.startswith("i_") for d in sequences)
-    if not misnamed and len(sequences) == n_sequences and n_illum != n_illumination:
-        problems.append(f"{n_illum} i_ sequences, expected {n_illumination}")
-    incomplete = [(d.name, missing) for d in sequences if (missing := missing_files(d))]
-    for name, missing in incomplete[:5]:
-        problems.append(f"{name} lacks {', '.join(missing)}")
-    if len(incomplete) > 5:
-        problems.append(f"and {len(incomplete) - 5} more incomplete sequences")
-    if problems:
-        raise DescbenchError("HPatches sequences: " + "; ".join(problems))
-    return (f"{len(sequences)} sequences ({n_illum} i_, {len(sequences) - n_illum} v_) x "
-            f"{N_IMAGES} images + {len(HOMOGRAPHY_NAMES)} homographies")
+    from descbench.data import download
+
+    return download.check_sequence_folders(folder, "HPatches sequences", n_sequences, missing_files,
+                                           f"{N_IMAGES} images + {len(HOMOGRAPHY_NAMES)} homographies",
+                                           n_illumination=n_illumination)
 
 
 def download_sequences(source, root: Path, *, expect_sha256: str | None = None, from_dir: Path | None = None,

@@ -18,6 +18,8 @@ CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "git-blob")
 
 TEST_PAIRS_FILE = "m50_100000_100000_0.txt"  # the standard UBC test pairs: 50,000 matches + 50,000 non-matches
 
+SEQUENCE_PREFIXES = ("i_", "v_")  # HPatches sequence folders: i_ illumination, v_ viewpoint changes
+
 HPATCHES_IMAGE_FILES = tuple(
     f"{kind}.png" for kind in ("ref", *(f"{level}{k}" for level in "eht" for k in range(1, 6)))
 )
