@@ -1055,9 +1055,10 @@ def download_ubc_set(source: UBCSetSource, root: Path, *, http: HttpOptions = Ht
                      session: requests.Session | None = None, limits: ExtractLimits | None = None) -> DatasetResult:
     """``DATA/raw/ubc/<set>/`` from the set's verified archive in ``DATA/raw/archives/``; the archive may unpack
     to ``limits`` (default: from the set's size, ``ubc_unpack_limits``)."""
-    return _archive_dataset(source.name, source.archive, Path(root) / "raw" / "ubc" / source.name,
-                            lambda folder: validate_ubc_folder(folder, source), Path(root), http,
-                            expect_sha256, from_dir, session, limits or ubc_unpack_limits(source))
+    return download_archive_dataset(source.name, source.archive, Path(root) / "raw" / "ubc" / source.name,
+                                    lambda folder: validate_ubc_folder(folder, source), Path(root), http=http,
+                                    expect_sha256=expect_sha256, from_dir=from_dir, session=session,
+                                    limits=limits or ubc_unpack_limits(source))
 
 
 def download_hpatches(source: HPatchesSource, root: Path, *, http: HttpOptions = HttpOptions(),
@@ -1065,9 +1066,10 @@ def download_hpatches(source: HPatchesSource, root: Path, *, http: HttpOptions =
                       session: requests.Session | None = None, limits: ExtractLimits | None = None) -> DatasetResult:
     """``DATA/raw/hpatches-release/<seq>/`` from the verified release archive in ``DATA/raw/archives/``; the
     archive may unpack to ``limits`` (default: from the release's size, ``hpatches_unpack_limits``)."""
-    return _archive_dataset(source.archive.name, source.archive, Path(root) / "raw" / "hpatches-release",
-                            lambda folder: validate_hpatches_folder(folder, source), Path(root), http,
-                            expect_sha256, from_dir, session, limits or hpatches_unpack_limits(source))
+    return download_archive_dataset(source.archive.name, source.archive, Path(root) / "raw" / "hpatches-release",
+                                    lambda folder: validate_hpatches_folder(folder, source), Path(root), http=http,
+                                    expect_sha256=expect_sha256, from_dir=from_dir, session=session,
+                                    limits=limits or hpatches_unpack_limits(source))
 
 
 def download_hpatches_tasks(source: TaskFilesSource, root: Path, *, http: HttpOptions = HttpOptions(),
@@ -1113,9 +1115,14 @@ def _missing_task_files(source: TaskFilesSource, from_dir: Path | None, absent: 
     return MirrorsFailedError("\n".join(lines)) if from_dir is None else DescbenchError("\n".join(lines))
 
 
-def _archive_dataset(name: str, remote: RemoteFile, target: Path, validate: Callable[[Path], str], root: Path,
-                     http: HttpOptions, expect_sha256: str | None, from_dir: Path | None,
-                     session: requests.Session | None, limits: ExtractLimits | None = None) -> DatasetResult:
+def download_archive_dataset(name: str, remote: RemoteFile, target: Path, validate: Callable[[Path], str],
+                             root: Path, *, http: HttpOptions = HttpOptions(), expect_sha256: str | None = None,
+                             from_dir: Path | None = None, session: requests.Session | None = None,
+                             limits: ExtractLimits | None = None) -> DatasetResult:
+    """``target`` unpacked from the archive ``remote``, kept verified in ``root/raw/archives/``: the way every
+    dataset that is one archive arrives. A ``target`` that passes ``validate`` (content check -> summary) is
+    kept when its archive still verifies, or when only the archive's record is left; otherwise the archive is
+    fetched (``fetch``: pins, mirrors, ``from_dir``) and unpacked within ``limits`` (``extract_archive``)."""
     archives = root / "raw" / "archives"
     summary = None
     if target.is_dir():

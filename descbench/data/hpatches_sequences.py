@@ -150,10 +150,11 @@ def download_sequences(source, root: Path, *, expect_sha256: str | None = None, 
     if limits is None:
         members = source.n_sequences * (N_IMAGES + len(HOMOGRAPHY_NAMES) + 2) + 1000
         limits = download.ExtractLimits(max_bytes=8 * download.GiB, max_members=members)
-    return download._archive_dataset(
+    return download.download_archive_dataset(
         source.archive.name, source.archive, raw_dir(root),
         lambda folder: validate_release(folder, source.n_sequences, source.n_illumination), Path(root),
-        http or download.HttpOptions(), expect_sha256, from_dir, session, limits)
+        http=http or download.HttpOptions(), expect_sha256=expect_sha256, from_dir=from_dir, session=session,
+        limits=limits)
 
 
 # --------------------------------------------------------------------------------------------------
