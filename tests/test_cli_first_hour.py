@@ -153,6 +153,25 @@ def test_help_texts(capsys):
     assert len(_option_help(_help(capsys, "make-mini"), "--seed SEED")) > 20
 
 
+
+def test_help_and_building_the_parser_do_not_import_torch_or_opencv():
+    """Every command builds the whole parser first: a heavy import there slows down each one (and --help)."""
+    code = textwrap.dedent("""
+        import sys
+        from descbench import cli
+        cli.build_parser()
+        for argv in (["--help"], ["evaluate", "hpatches-sequences", "--help"]):
+            try:
+                cli.main(argv)
+            except SystemExit:
+                pass
+        print(",".join(m for m in ("torch", "cv2") if m in sys.modules), file=sys.stderr)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--max-keypoints MAX_KEYPOINTS" in result.stdout and "(default 2000)" in result.stdout
+    assert result.stderr.strip() == "", f"building the parser imported {result.stderr.strip()}"
+
 def test_list_columns_fit_long_names(monkeypatch, capsys):
     found = registry.discovery()
     long = dataclasses.replace(found.descriptors["sift"], name="a-plugin-with-a-name-longer-than-any-column")

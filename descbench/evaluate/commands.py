@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from descbench.errors import DescbenchError
+from descbench.evaluate.defaults import MAX_KEYPOINTS
 from descbench.options import add_data_option
 
 log = logging.getLogger(__name__)
@@ -406,8 +407,6 @@ def register(subparsers) -> None:
 # ------------------------------------------------------------------------------- HPatches sequences
 
 def _register_evaluate_sequences(sub) -> None:
-    from descbench.evaluate.sequences import MAX_KEYPOINTS
-
     seq = sub.add_parser(
         "hpatches-sequences", help="image matching on the HPatches full-image sequences (MMA, homography accuracy)",
         description="SIFT keypoints (the same for every descriptor), patches cut at their scale and orientation, "

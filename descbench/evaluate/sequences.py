@@ -30,11 +30,11 @@ import pandas as pd
 
 from descbench.data import hpatches_sequences as hs
 from descbench.evaluate import distances
+from descbench.evaluate.defaults import MAX_KEYPOINTS
 from descbench.progress import progress
 
 log = logging.getLogger(__name__)
 
-MAX_KEYPOINTS = 2000
 MAGNIFICATION = 5.0  # patch side in OpenCV keypoint sizes (size = 2 sigma): half-side 5 sigma, as HPatches
 MMA_THRESHOLDS = tuple(range(1, 11))
 HOMOGRAPHY_THRESHOLDS = (1, 3, 5)
