@@ -188,4 +188,9 @@ def test_cli_make_mini_prints_what_it_made(made_by_cli):
     counts = [stack.shape[1] for stack in generated.hpatches.values()]
     assert (f"hpatches: 8 sequences, N {min(counts)}..{max(counts)} ({sum(counts)} patches per image type) "
             f"-> {root / 'raw' / 'hpatches-release'}/") in out
+    assert (f"hpatches-sequences: 4 sequences (2 i_, 2 v_), 320x240, 6 images + 5 homographies each "
+            f"-> {root / 'raw' / 'hpatches-sequences-release'}/") in out
+    assert sorted(p.name for p in (root / "raw" / "hpatches-sequences-release").iterdir()) == sorted(
+        generated.record["hpatches_sequences"])
     assert f"descbench prepare ubc --data {root}" in out
+    assert f"descbench prepare hpatches-sequences --data {root}" in out

@@ -302,10 +302,12 @@ def _prepare_hpatches(args: argparse.Namespace) -> int:
 
 def _register_make_mini(subparsers) -> None:
     parser = subparsers.add_parser(
-        "make-mini", help="generate the offline mini datasets (UBC- and HPatches-like) in the original formats",
-        description="Make small UBC-like sets (mini_liberty, mini_notredame, mini_yosemite) and HPatches-like "
-                    "sequences with task files from photographs shipped by scikit-image, written under DATA/raw/ "
-                    "in the original on-disk formats; then run `descbench prepare ubc|hpatches --data DATA`. "
+        "make-mini", help="generate the offline mini datasets (UBC-, HPatches- and HPatches-sequences-like) in "
+                          "the original formats",
+        description="Make small UBC-like sets (mini_liberty, mini_notredame, mini_yosemite), HPatches-like "
+                    "sequences with task files and a few full-image sequences with their homographies from "
+                    "photographs shipped by scikit-image, written under DATA/raw/ in the original on-disk formats; "
+                    "then run `descbench prepare ubc|hpatches|hpatches-sequences --data DATA`. "
                     "The same seed gives byte-identical files.")
     add_data_option(parser, "data folder to write (e.g. data/mini): the files go under DATA/raw/",
                     old_names=("--out",))
@@ -317,7 +319,7 @@ def _register_make_mini(subparsers) -> None:
 def _make_mini(args: argparse.Namespace) -> int:
     import time
 
-    from descbench.data import mini
+    from descbench.data import hpatches_sequences, mini
 
     check_writable(args.data, option="--data")
     start = time.perf_counter()
@@ -331,8 +333,14 @@ def _make_mini(args: argparse.Namespace) -> int:
     print(f"hpatches: {len(counts)} sequences, N {min(counts)}..{max(counts)} ({sum(counts)} patches per image "
           f"type) -> {raw / 'hpatches-release'}/; "
           f"splits {', '.join(made.splits)} and task files -> {raw / 'hpatches-tasks'}/")
+    sequences = made.record["hpatches_sequences"]
+    n_illum = sum(hpatches_sequences.category(name) == "i" for name in sequences)
+    sizes = ", ".join(sorted({f"{w}x{h}" for w, h in (info["size"] for info in sequences.values())}))
+    print(f"hpatches-sequences: {len(sequences)} sequences ({n_illum} i_, {len(sequences) - n_illum} v_), {sizes}, "
+          f"{hpatches_sequences.N_IMAGES} images + {len(hpatches_sequences.HOMOGRAPHY_NAMES)} homographies each "
+          f"-> {hpatches_sequences.raw_dir(args.data)}/")
     print(f"made in {seconds:.1f} s (seed {args.seed}); next: descbench prepare ubc --data {args.data} && "
-          f"descbench prepare hpatches --data {args.data}")
+          f"descbench prepare hpatches --data {args.data} && descbench prepare hpatches-sequences --data {args.data}")
     return 0
 
 
