@@ -7,7 +7,8 @@ shape (B, 1, s, s), run in batches under ``torch.no_grad``. Handcrafted descript
 original uint8 patches and resize themselves (registry contract).
 
 Descriptor files use the official HPatches layout ``<dir>/<seq>/<type>.csv`` (one row per patch, no
-header, ``,`` or ``;``) or ``<dir>/<seq>/<type>.npy`` (N, dim).
+header, ``,`` or ``;``) or ``<dir>/<seq>/<type>.npy`` (N, dim): ``write_descriptor_dir`` writes them,
+``descriptor_files`` finds them and ``descbench.evaluate.hpatches.HPatchesDescriptors.from_dir`` reads them.
 """
 
 from __future__ import annotations
@@ -230,34 +231,6 @@ def descriptor_files(path: str | os.PathLike) -> dict[str, list[Path]]:
             found.append(hit[0])
         files[seq_dir.name] = found
     return files
-
-
-def load_descriptor_dir(path: str | os.PathLike, expected_lengths: Mapping[str, int] | None = None
-                        ) -> dict[str, np.ndarray]:
-    """Read ``<path>/<seq>/<type>.csv|.npy`` for every sequence folder: name -> (16, N, dim).
-
-    ``expected_lengths`` (sequence -> number of patches) checks the files against the patch stacks.
-    """
-    out = {}
-    files = descriptor_files(path)
-    for name, found in progress(files.items(), total=len(files), desc="read descriptors", unit="seq",
-                                leave=False, logger=log):
-        seq_dir = found[0].parent
-        tables = [_read_table(f) for f in found]
-        shapes = {t.shape for t in tables}
-        if len(shapes) != 1:
-            raise DescbenchError(f"descriptor files in {seq_dir} disagree in shape: {sorted(shapes)}")
-        n = tables[0].shape[0]
-        if expected_lengths is not None:
-            if seq_dir.name not in expected_lengths:
-                log.warning("descriptor folder %s has no patch stack; it is ignored", seq_dir)
-                continue
-            if expected_lengths[seq_dir.name] != n:
-                raise DescbenchError(
-                    f"{seq_dir}: {n} descriptors per file but the sequence has "
-                    f"{expected_lengths[seq_dir.name]} patches; the descriptors come from other patches")
-        out[seq_dir.name] = np.stack(tables)
-    return out
 
 
 def write_descriptor_dir(path: str | os.PathLike, descriptors: Mapping[str, np.ndarray],
