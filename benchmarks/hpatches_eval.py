@@ -172,10 +172,20 @@ def reference_retrieval(desc, task_dir, split, convention):
     return ap.ravel()
 
 
+def paired_distances(a, b, metric):
+    """The official verification distances of paired float32 rows, plainly: scipy's euclidean /
+    cityblock take the difference in float32; the L2 norm is accurate and rounded to float32, L1 a
+    numpy float32 sum (MATLAB's squared L2: the float64 sum)."""
+    diff = a - b
+    if metric == "L1":
+        return np.abs(diff).sum(axis=1).astype(np.float64)
+    sq = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    return np.sqrt(sq).astype(np.float32).astype(np.float64) if metric == "L2" else sq
+
+
 def reference_verification(desc, task_dir, split, convention):
     """Plain path: per level the distances of each pair file in file order, one stable sort of the
     merged list per score."""
-    from descbench.evaluate import distances as dist
     from descbench.evaluate import hpatches as hp
     from descbench.evaluate import tasks as taskfiles
     from descbench.evaluate.ranking import average_precision, negatives_before_positives
@@ -190,7 +200,7 @@ def reference_verification(desc, task_dir, split, convention):
         for k, t in tables.items():
             i1 = np.where(t.t1 == 0, 0, hp.LEVEL_BASE[level] + t.t1) * total + rows[k][0]
             i2 = np.where(t.t2 == 0, 0, hp.LEVEL_BASE[level] + t.t2) * total + rows[k][1]
-            d[k] = np.concatenate([dist.paired(flat[i1[s:s + 100_000]], flat[i2[s:s + 100_000]], convention.metric)
+            d[k] = np.concatenate([paired_distances(flat[i1[s:s + 100_000]], flat[i2[s:s + 100_000]], convention.metric)
                                    for s in range(0, len(i1), 100_000)])
         pos = d["pos"]
         for negatives in hp.NEGATIVES:

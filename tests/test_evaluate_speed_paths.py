@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from scipy.spatial.distance import cdist
+from scipy.spatial.distance import cdist, cityblock, euclidean
 
 from descbench.errors import DescbenchError
 from descbench.evaluate import distances as dist
@@ -89,6 +89,17 @@ def ref_retrieval(per, task_dir, split, conv):
     return np.array(out)
 
 
+def official_pair_distances(a, b, metric):
+    """Verification distances as the official code computes them: scipy's per-pair euclidean /
+    cityblock of the float32 descriptors; MATLAB's squared L2 of the float32 difference in float64."""
+    if metric == "L2":
+        return np.array([euclidean(u, v) for u, v in zip(a, b)])
+    if metric == "L1":
+        return np.array([cityblock(u, v) for u, v in zip(a, b)], dtype=np.float64)
+    diff = (a - b).astype(np.float64)
+    return (diff * diff).sum(axis=1)
+
+
 def ref_verification(per, task_dir, split, conv):
     def d(kind, level):
         t = tasks.read_pairs(task_dir, kind, split["name"])
@@ -96,7 +107,7 @@ def ref_verification(per, task_dir, split, conv):
         img = lambda tt: np.where(tt == 0, 0, hp.LEVEL_BASE[level] + tt)
         a = np.stack([per[s][m][i] for s, m, i in zip(names[t.seq1], img(t.t1), t.idx1)])
         b = np.stack([per[s][m][i] for s, m, i in zip(names[t.seq2], img(t.t2), t.idx2)])
-        return dist.paired(a, b, conv.metric)  # the official float32 rounding (test_evaluate_hpatches)
+        return official_pair_distances(a, b, conv.metric)
     vals = []
     for level in hp.LEVELS:
         pos = d("pos", level)
@@ -277,10 +288,14 @@ def test_closer_counts_equal_brute_force_with_ties(monkeypatch):
         assert (d[:, None, :] == pos_d[:, :, None]).any()  # exact ties were there to be decided
 
 
-def test_exact_pairs_are_exact_rows_bit_for_bit():
+def test_reference_distances_are_scipy_cdist_bit_for_bit():
+    """The reference distances are the official matching distances (scipy cdist of the float32
+    descriptors), to the last bit, for every metric, in pairs (4 at a time and the rest) and rows."""
     rng = np.random.default_rng(8)
-    A = rng.normal(size=(50, 12)).astype(np.float32)
-    B = rng.normal(size=(40, 12)).astype(np.float32)
-    ia, ib = rng.integers(0, 50, 3 * dist._PAIRS + 5), rng.integers(0, 40, 3 * dist._PAIRS + 5)
-    for metric in ("L2", "L2sq", "L1"):
-        np.testing.assert_array_equal(dist.exact_pairs(A, ia, B, ib, metric), dist.exact_rows(A[ia], B[ib], metric))
+    A = rng.normal(size=(50, 131)).astype(np.float32)
+    B = (rng.normal(size=(40, 131)) * 10.0 ** rng.uniform(-3, 3, size=(40, 131))).astype(np.float32)
+    ia, ib = rng.integers(0, 50, 4003), rng.integers(0, 40, 4003)
+    for metric, name in (("L2", "euclidean"), ("L2sq", "sqeuclidean"), ("L1", "cityblock")):
+        full = cdist(A.astype(np.float64), B.astype(np.float64), name)
+        np.testing.assert_array_equal(dist.exact_pairs(A, ia, B, ib, metric), full[ia, ib])
+        np.testing.assert_array_equal(dist.exact_rows(A[:, None, :], B[None, :, :], metric), full)

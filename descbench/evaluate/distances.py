@@ -23,6 +23,8 @@ import threading
 import numpy as np
 import torch
 
+from descbench.evaluate import kernels
+
 METRICS = ("L2", "L1", "L2sq")
 # float32 unit roundoff; the bound below is 4x the worst-case error of a D-term float32 sum
 _U32 = 2.0 ** -24
@@ -33,29 +35,39 @@ def check_metric(metric: str) -> None:
         raise ValueError(f"unknown distance {metric!r}; use one of {METRICS}")
 
 
+def metric_code(metric: str) -> int:
+    """The kernels' code of ``metric``: 0 = L2, 1 = squared L2, 2 = L1."""
+    check_metric(metric)
+    return {"L2": 0, "L2sq": 1, "L1": 2}[metric]
+
+
+def exact_pairs(A: np.ndarray, ia: np.ndarray, B: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
+    """Reference distances (float64) between the rows ``A[ia]`` and ``B[ib]``: squared differences
+    summed in coordinate order, as scipy's ``cdist`` (bit for bit), without copying the rows."""
+    A, B = _kernel_rows(A), _kernel_rows(B)
+    if A.dtype != B.dtype:
+        A, B = A.astype(np.float64), B.astype(np.float64)
+    ia = np.ascontiguousarray(ia, dtype=np.int64)
+    out = np.empty(len(ia), dtype=np.float64)
+    kernels.reference_pairs(A, ia, B, np.ascontiguousarray(ib, dtype=np.int64), metric_code(metric), out)
+    return out
+
+
 def exact_rows(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """Reference distances between paired rows of ``a`` and ``b`` (float64)."""
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    if metric == "L1":
-        return np.abs(diff).sum(axis=-1)
-    sq = np.einsum("...j,...j->...", diff, diff)
-    return sq if metric == "L2sq" else np.sqrt(sq)
+    """Reference distances between the rows of ``a`` and ``b`` (shapes (..., D), broadcast against
+    each other; ``exact_pairs``' values)."""
+    a, b = np.asarray(a), np.asarray(b)
+    shape = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    ia = np.broadcast_to(np.arange(int(np.prod(a.shape[:-1]))).reshape(a.shape[:-1]), shape).ravel()
+    ib = np.broadcast_to(np.arange(int(np.prod(b.shape[:-1]))).reshape(b.shape[:-1]), shape).ravel()
+    return exact_pairs(a.reshape(-1, a.shape[-1]), ia, b.reshape(-1, b.shape[-1]), ib, metric).reshape(shape)
 
 
-def paired(a: np.ndarray, b: np.ndarray, metric: str, diff: np.ndarray | None = None,
-           out: np.ndarray | None = None) -> np.ndarray:
-    """Distances between paired float32 rows, rounded as the official verification computes them.
-
-    scipy's ``euclidean``/``cityblock`` on float32 vectors take the difference in float32; the L2
-    norm (BLAS nrm2) is accurate and rounded to float32, which the float64 sum of squares followed
-    by a float32 cast reproduces (checked equal on random unit vectors); L1 sums in float32.
-    ``diff`` (float32, shape of a) and ``out`` (float64) are optional buffers.
-    """
-    diff = np.subtract(a, b, out=diff)
-    if metric == "L1":
-        return np.abs(diff, out=diff).sum(axis=1).astype(np.float64)
-    out = np.einsum("ij,ij->i", diff, diff, dtype=np.float64, out=out)
-    return np.sqrt(out, out=out).astype(np.float32).astype(np.float64) if metric == "L2" else out
+def _kernel_rows(X: np.ndarray) -> np.ndarray:
+    """``X`` as a C-contiguous float32 or float64 matrix (the dtypes the kernels are compiled for;
+    other dtypes convert exactly to float64)."""
+    X = np.asarray(X)
+    return np.ascontiguousarray(X if X.dtype in (np.float32, np.float64) else X.astype(np.float64))
 
 
 def _is_integer(x: np.ndarray) -> bool:
@@ -383,7 +395,6 @@ def count_before(Q: np.ndarray, B: np.ndarray, metric: str, positive_ref: np.nda
 _Q = 127          # codes lie in [-127, 127]
 _FOLD = 64        # |b|^2 spreads (product units) below this go into the bound, not into digit columns
 _PRODUCT_BLOCK = 1 << 19  # int32 products per block of matching rows (2 MB: fewer numpy calls)
-_PAIRS = 1024     # pairs per chunk of reference distances (per-thread buffers)
 
 
 _SCRATCH = threading.local()
@@ -398,29 +409,6 @@ def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         buf = np.empty(size, dtype=dtype)
         setattr(_SCRATCH, name, buf)
     return buf[:size].reshape(shape)
-
-
-def exact_pairs(A: np.ndarray, ia: np.ndarray, B: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
-    """``exact_rows(A[ia], B[ib], metric)`` (the same float64 operations, so the same values) in
-    chunks of per-thread buffers: bounded memory for any number of pairs, and no page faults."""
-    n, dim = len(ia), A.shape[1]
-    out = np.empty(n, dtype=np.float64)
-    ga, gb = _scratch("ga", (_PAIRS, dim), A.dtype), _scratch("gb", (_PAIRS, dim), B.dtype)
-    diff = _scratch("diff", (_PAIRS, dim), np.float64)
-    # torch's row gather is about twice as fast as np.take's (the same rows, bit for bit)
-    t_a, t_b = torch.from_numpy(np.ascontiguousarray(A)), torch.from_numpy(np.ascontiguousarray(B))
-    t_ia, t_ib = torch.from_numpy(np.asarray(ia, dtype=np.int64)), torch.from_numpy(np.asarray(ib, dtype=np.int64))
-    for start in range(0, n, _PAIRS):
-        m = min(_PAIRS, n - start)
-        torch.index_select(t_a, 0, t_ia[start:start + m], out=torch.from_numpy(ga[:m]))
-        torch.index_select(t_b, 0, t_ib[start:start + m], out=torch.from_numpy(gb[:m]))
-        d = np.subtract(ga[:m], gb[:m], out=diff[:m], dtype=np.float64)
-        if metric == "L1":
-            np.abs(d, out=d)
-            d.sum(axis=1, out=out[start:start + m])
-        else:
-            np.einsum("ij,ij->i", d, d, out=out[start:start + m])
-    return out if metric != "L2" else np.sqrt(out, out=out)
 
 
 class Int8Codes:
@@ -527,40 +515,13 @@ class Int8Nearest:
             self.window = np.floor(2 * self.proxies.bound).astype(np.int64)
             self.t_b = torch.from_numpy(self.proxies.b_codes)
 
-    def rows(self, start: int, stop: int, products: torch.Tensor, mask: np.ndarray, distance: np.ndarray
-             ) -> np.ndarray:
-        """Nearest neighbours of rows ``start:stop`` of A; the reference distances to them of the rows
-        decided by reference distances go into ``distance[start:stop]`` (the others stay NaN).
-        ``products`` (int32) and ``mask`` (bool) are buffers of at least that many rows x len(B)."""
-        n = stop - start
+    def rows(self, start: int, stop: int, products: torch.Tensor, nn: np.ndarray, distance: np.ndarray
+             ) -> None:
+        """Nearest neighbours of rows ``start:stop`` of A and the reference distances to them, into
+        ``nn`` and ``distance``; ``products`` is an int32 buffer of at least that many rows x len(B)."""
         V = self.proxies.products(slice(start, stop), self.t_b, products)
-        r = np.arange(n)
-        nn = V.argmax(axis=1)
-        if V.shape[1] < 2:
-            return nn
-        largest = V[r, nn]
-        V[r, nn] = np.iinfo(np.int32).min
-        threshold = np.maximum(largest - self.window[start:stop], np.iinfo(np.int32).min + 1).astype(np.int32)
-        unsure = np.flatnonzero(V.max(axis=1) >= threshold)
-        if unsure.size:
-            # the other columns within the window (1-D flatnonzero: 2-D nonzero is many times slower)
-            if 2 * unsure.size < n:  # the other columns within the window, on the unsure rows only
-                part = np.take(V, unsure, axis=0, out=_scratch("unsure", (unsure.size, V.shape[1]), np.int32))
-                inside = np.greater_equal(part, threshold[unsure, None], out=mask[:unsure.size])
-                rr, cols = np.divmod(np.flatnonzero(inside), V.shape[1])
-                rr = unsure[rr]
-            else:  # (rows not unsure have nothing at or above their threshold)
-                inside = np.greater_equal(V, threshold[:, None], out=mask[:n])
-                rr, cols = np.divmod(np.flatnonzero(inside), V.shape[1])
-            rr = np.concatenate([rr, unsure])
-            cols = np.concatenate([cols, nn[unsure]])
-            d = exact_pairs(self.A, start + rr, self.B, cols, self.metric)
-            order = np.lexsort((cols, d, rr))  # per row: smallest reference distance, then lowest column
-            head = np.ones(order.size, dtype=bool)
-            head[1:] = rr[order][1:] != rr[order][:-1]
-            nn[rr[order][head]] = cols[order][head]
-            distance[start + rr[order][head]] = d[order][head]
-        return nn
+        kernels.nearest_from_products(V, self.window, self.A, start, self.B, metric_code(self.metric),
+                                      nn, distance)
 
 
 class Closer:
@@ -607,26 +568,15 @@ class Closer:
         # per (row, block): histogram of how many keys each candidate certainly does not beat
         hist = np.zeros((n_rows * n_blocks, n_thr + 1), dtype=np.int64)
         exact = np.zeros((n_rows * n_blocks, n_thr), dtype=np.int64)
+        block_of = np.searchsorted(limits, np.arange(stop), side="right")
+        q_rows = np.ascontiguousarray(rows, dtype=np.int64)
+        b_rows = np.ascontiguousarray(negatives[:stop], dtype=np.int64)
+        positive_d = np.ascontiguousarray(positive_d, dtype=np.float64)
         for c0 in range(0, stop, self.COLUMNS):
             b = b_aug[c0:c0 + self.COLUMNS]
             P = np.matmul(q_aug, b.T, out=out.reshape(-1)[:n_rows * len(b)].reshape(n_rows, len(b)))
-            r, c = np.divmod(np.flatnonzero(P <= top[:, None]), P.shape[1])
-            if not r.size:
-                continue
-            v = P[r, c].astype(np.float64)
-            k = keys[r]
-            # sorted key s is certainly beaten (v < key - tol) for s >= n_hi, certainly not for s < n_lo
-            n_hi = np.count_nonzero(k <= (v + tol[r])[:, None], axis=1)
-            n_lo = np.count_nonzero(k < (v - tol[r])[:, None], axis=1)
-            cell = r * n_blocks + np.searchsorted(limits, c0 + c, side="right")
-            hist += np.bincount(cell * (n_thr + 1) + n_hi, minlength=hist.size).reshape(hist.shape)
-            unsure = np.flatnonzero(n_lo < n_hi)
-            if unsure.size:
-                ci = np.repeat(unsure, (n_hi - n_lo)[unsure])
-                si = np.concatenate([np.arange(lo, hi) for lo, hi in zip(n_lo[unsure], n_hi[unsure])])
-                d = exact_pairs(self.Q, rows[r[ci]], self.B, negatives[c0 + c[ci]], self.metric)
-                hit = d < positive_d[r[ci], perm[r[ci], si]]
-                np.add.at(exact, (cell[ci][hit], si[hit]), 1)
+            kernels.closer_counts(P, c0, top, keys, tol, block_of, self.Q, q_rows, self.B, b_rows, positive_d,
+                                  perm, metric_code(self.metric), hist, exact)
         certain = np.cumsum(hist[:, :n_thr], axis=1)  # candidates with n_hi <= s beat sorted key s
         sorted_counts = (certain + exact).reshape(n_rows, n_blocks, n_thr)
         counts = np.empty((n_rows, n_thr, n_blocks), dtype=np.int64)
@@ -645,29 +595,27 @@ def nearest(A: np.ndarray, B: np.ndarray, metric: str, device=None, a_codes: Int
     (``match_block``). ``a_codes`` are ``Int8Codes(A)`` when the caller reuses them.
     """
     n = len(A)
-    distance = np.full(n, np.nan)
+    distance = np.empty(n, dtype=np.float64)
     if n == 0:
         return np.empty(0, dtype=np.int64), distance
-    rows = max(1, min(n, _PRODUCT_BLOCK // max(len(B), 1)))
-    nn = None
+    A, B = _kernel_rows(A), _kernel_rows(B)
     if device is None and metric != "L1":
         kernel = Int8Nearest(A, a_codes if a_codes is not None else Int8Codes(A), B, Int8Codes(B), metric)
         if kernel.usable:
+            nn = np.empty(n, dtype=np.int64)
+            rows = max(1, min(n, _PRODUCT_BLOCK // max(len(B), 1)))
             products = torch.from_numpy(_scratch("products", (rows * len(B),), np.int32))
-            mask = _scratch("mask", (rows, len(B)), bool)
-            nn = np.concatenate([kernel.rows(s, min(n, s + rows), products, mask, distance)
-                                 for s in range(0, n, rows)])
-    if nn is None:
-        a_aug = b_aug = b_size = None
-        if metric != "L1":
-            a_aug, b_aug = augmented(A, np.float32, "a"), augmented(B, np.float32, "b")
-            b_size = float(b_aug[:, -1].max(initial=0.0))
-            if device is not None:
-                a_aug, b_aug = (torch.from_numpy(x).to(_torch_device(device)) for x in (a_aug, b_aug))
-        rows = max(1, min(n, (1 << 19) // max(len(B), 1)))
-        nn = np.concatenate([
-            match_block(A[s:s + rows], B, metric, a_aug=None if a_aug is None else a_aug[s:s + rows],
-                        b_aug=b_aug, device=device, b_size=b_size) for s in range(0, n, rows)])
-    todo = np.flatnonzero(np.isnan(distance))
-    distance[todo] = exact_pairs(A, todo, B, nn[todo], metric)
-    return nn, distance
+            for s in range(0, n, rows):
+                kernel.rows(s, min(n, s + rows), products, nn, distance)
+            return nn, distance
+    a_aug = b_aug = b_size = None
+    if metric != "L1":
+        a_aug, b_aug = augmented(A, np.float32, "a"), augmented(B, np.float32, "b")
+        b_size = float(b_aug[:, -1].max(initial=0.0))
+        if device is not None:
+            a_aug, b_aug = (torch.from_numpy(x).to(_torch_device(device)) for x in (a_aug, b_aug))
+    rows = max(1, min(n, (1 << 19) // max(len(B), 1)))
+    nn = np.concatenate([
+        match_block(A[s:s + rows], B, metric, a_aug=None if a_aug is None else a_aug[s:s + rows],
+                    b_aug=b_aug, device=device, b_size=b_size) for s in range(0, n, rows)])
+    return nn, exact_pairs(A, np.arange(n), B, nn, metric)

@@ -52,6 +52,7 @@ import torch
 from descbench.errors import DescbenchError
 from descbench.progress import progress
 from descbench.evaluate import distances as dist
+from descbench.evaluate import kernels
 from descbench.evaluate import tasks as taskfiles
 from descbench.evaluate.ranking import (
     average_precision,
@@ -73,7 +74,6 @@ N_POSITIVES_RETRIEVAL = 5
 CONVENTIONS = ("python", "matlab")
 TASKS = ("verification", "matching", "retrieval")
 _QUERY_BLOCK = 128  # retrieval queries per product block
-_PAIR_CHUNK = 512  # verification pairs per chunk: buffers of 256 KB for D = 128
 _DEGENERACY_SAMPLE = 20000   # ref descriptors looked at by HPatchesDescriptors.degeneracy
 _DEGENERATE_SHARE = 0.10     # one vector shared by this fraction of them
 _DEGENERATE_DISTINCT = 0.5   # fewer distinct vectors than this fraction
@@ -398,66 +398,38 @@ def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple]
                             threads: int | None = None
                             ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, np.ndarray]]:
     """Distances of every pair file at every level, keyed (level, kind), in the order ``orders[kind]``
-    of the file's rows (every score but the imbalanced one ignores the order; that one keeps the
-    positives at rows < n).
+    of the file's rows (sorted by first row; every score but the imbalanced one ignores the order,
+    that one keeps the positives at file rows < n).
 
-    One pass over the pairs in order of their first patch computes all three levels (the 16 images
-    of a sequence's patches stay in cache); a first side shared by several files is gathered once;
-    chunks of ``_PAIR_CHUNK`` pairs in reused buffers (no page faults on fresh temporaries); the
-    pairs split into one contiguous range per worker thread (numpy releases the GIL).
+    One compiled pass over the pairs computes all three levels, reading the descriptors in place; the
+    pairs split into one contiguous range per worker thread.
     """
-    t_flat = torch.from_numpy(desc.data.reshape(-1, desc.dim))
-    total = desc.data.shape[1]
-    groups: list[list[str]] = []
-    for k in tables:  # files whose first sides are identical share one gather
-        for g in groups:
-            if np.array_equal(rows[g[0]][0], rows[k][0]) and np.array_equal(tables[g[0]].t1, tables[k].t1):
-                g.append(k)
-                break
-        else:
-            groups.append([k])
-    out = {(level, k): np.empty(len(tables[k]), dtype=np.float64) for level in LEVELS for k in tables}
-    orders = {}
-    for group in groups:
-        order = np.argsort(rows[group[0]][0])
-        orders.update({k: order for k in group})
-        p1, t1 = rows[group[0]][0][order], tables[group[0]].t1[order]
-        second = {k: (rows[k][1][order], tables[k].t2[order]) for k in group}
-
-        def part(bounds: tuple[int, int], p1=p1, t1=t1, second=second, group=group) -> None:
-            torch.set_num_threads(1)  # per thread (OpenMP)
-            m = _PAIR_CHUNK
-            a, b = np.empty((m, desc.dim), np.float32), np.empty((m, desc.dim), np.float32)
-            diff = np.empty((m, desc.dim), np.float32)
-            d = np.empty(m, np.float64)
-            for start in range(*bounds, m):
-                stop = min(start + m, bounds[1])
-                n = stop - start
-                for level in LEVELS:  # torch's row gather: twice np.take's speed, the same rows
-                    rows_1 = torch.from_numpy(_image(t1[start:stop], level) * total + p1[start:stop])
-                    torch.index_select(t_flat, 0, rows_1, out=torch.from_numpy(a[:n]))
-                    for k in group:
-                        p2, t2 = second[k]
-                        rows_2 = torch.from_numpy(_image(t2[start:stop], level) * total + p2[start:stop])
-                        torch.index_select(t_flat, 0, rows_2, out=torch.from_numpy(b[:n]))
-                        out[level, k][start:stop] = dist.paired(a[:n], b[:n], metric, diff[:n], d[:n])
-
-        workers = dist.worker_count(threads)
-        edges = np.linspace(0, len(order), workers + 1).astype(np.int64)
-        parts = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-        with dist.single_threaded_blas():
-            if len(parts) < 2:
-                [part(x) for x in parts]
-            else:
-                with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-                    list(pool.map(part, parts))
+    bases = np.array([LEVEL_BASE[level] for level in LEVELS], dtype=np.int64)
+    code = dist.metric_code(metric)
+    out, orders = {}, {}
+    for kind, table in tables.items():
+        p1, p2 = rows[kind]
+        order = kernels.counting_order(p1, desc.data.shape[1])
+        p1, p2, t1, t2 = (np.ascontiguousarray(x[order], dtype=np.int64) for x in (p1, p2, table.t1, table.t2))
+        d = np.empty((len(LEVELS), len(table)), dtype=np.float64)
+        _in_parts(lambda lo, hi: kernels.verification_distances(desc.data, p1, t1, p2, t2, bases, code, lo,
+                                                                 hi, d), len(table), threads)
+        out.update({(level, kind): d[k] for k, level in enumerate(LEVELS)})
+        orders[kind] = order
     return out, orders
 
 
-def _before(sorted_neg: np.ndarray, sorted_pos: np.ndarray, positives_first: bool) -> np.ndarray:
-    """Negatives ranked before each positive (both sorted by distance) when the two lists are merged
-    with a stable sort (ties: positives first or negatives first)."""
-    return np.searchsorted(sorted_neg, sorted_pos, side="left" if positives_first else "right")
+def _in_parts(fn, n: int, threads: int | None) -> None:
+    """``fn(lo, hi)`` over one contiguous part of ``range(n)`` per worker thread (``fn`` releases the
+    GIL)."""
+    edges = np.linspace(0, n, dist.worker_count(threads) + 1).astype(np.int64)
+    parts = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    if len(parts) < 2:
+        for part in parts:
+            fn(*part)
+        return
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        list(pool.map(lambda part: fn(*part), parts))
 
 
 def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Mapping,
@@ -471,25 +443,34 @@ def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: 
         rows[kind] = (desc.rows(table.names, table.seq1, table.idx1, origin),
                       desc.rows(table.names, table.seq2, table.idx2, origin))
     n_pos = len(tables["pos"])
-    records = []
     distances, orders = _verification_distances(desc, rows, tables, convention.metric, threads)
+    # python lists [negatives, positives] and keeps the first int(0.2 P) positives; MATLAB lists
+    # [positives, negatives] and keeps the first floor(0.2 N) positives
+    n_keep = {kind: int(np.floor(len(tables[kind]) * 0.2)) if convention.positives_first else int(n_pos * 0.2)
+              for kind in ("neg_inter", "neg_intra")}
+    for kind in n_keep:
+        if len(tables[kind]) != n_pos and convention.name == "python":
+            log.warning("verification: %d negatives but %d positives; the official python code assumes "
+                        "equal counts (it labels the list as if they were)", len(tables[kind]), n_pos)
+    lists = {}
     for level in LEVELS:
-        pos = distances[level, "pos"]
-        sorted_pos = np.sort(pos)
+        lists[level, "pos"] = distances[level, "pos"]
+        for kind in n_keep:
+            lists[level, kind] = distances[level, kind]
+            lists[level, "kept", kind] = distances[level, "pos"][orders["pos"] < n_keep[kind]]
+    # radix sorts, in parallel threads (they release the GIL)
+    sorted_lists = dict(zip(lists, _parallel(kernels.sort_nonnegative, list(lists.values()), threads)))
+    records = []
+    for level in LEVELS:
+        sorted_pos = sorted_lists[level, "pos"]
         for negatives in NEGATIVES:
-            sorted_neg = np.sort(distances[level, f"neg_{negatives}"])
-            n_neg = len(sorted_neg)
-            if n_neg != n_pos and convention.name == "python":
-                log.warning("verification: %d negatives but %d positives; the official python code "
-                            "assumes equal counts (it labels the list as if they were)", n_neg, n_pos)
-            # python lists [negatives, positives] and keeps the first int(0.2 P) positives; MATLAB
-            # lists [positives, negatives] and keeps the first floor(0.2 N) positives
-            n_keep = int(np.floor(n_neg * 0.2)) if convention.positives_first else int(n_pos * 0.2)
-            before = _before(sorted_neg, sorted_pos, convention.positives_first)
-            records.append((level, negatives, "balanced", roc_auc(before, n_pos, n_neg)))
-            kept = np.sort(pos[orders["pos"] < n_keep])
-            ap = average_precision(_before(sorted_neg, kept, convention.positives_first), n_keep,
-                                   convention.ap_kind)
+            kind = f"neg_{negatives}"
+            sorted_neg = sorted_lists[level, kind]
+            before = kernels.negatives_before(sorted_neg, sorted_pos, convention.positives_first)
+            records.append((level, negatives, "balanced", roc_auc(before, n_pos, len(sorted_neg))))
+            before = kernels.negatives_before(sorted_neg, sorted_lists[level, "kept", kind],
+                                              convention.positives_first)
+            ap = average_precision(before, n_keep[kind], convention.ap_kind)
             records.append((level, negatives, "imbalanced", float(ap)))
     return pd.DataFrame.from_records(records, columns=["level", "negatives", "protocol", "value"])
 
