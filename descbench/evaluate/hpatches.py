@@ -200,8 +200,11 @@ class HPatchesDescriptors:
             return False
         with open(f, "rb") as fh:
             fh.seek(header[3])
-            if fh.readinto(memoryview(block).cast("B")) != block.nbytes:
-                return False
+            got = fh.readinto(memoryview(block).cast("B"))
+        if got != block.nbytes:
+            raise DescbenchError(
+                f"descriptor file {f} is cut short: its header promises {block.shape[0]} x {block.shape[1]} "
+                f"float32 ({block.nbytes} bytes of data) but it holds {got}; write the file again")
         if not np.isfinite(block).all():
             raise DescbenchError(
                 f"descriptors of sequence {name} contain NaN or Inf ({f}); fix the descriptor (e.g. "
@@ -321,7 +324,10 @@ def _table_shape(f: Path, extract) -> tuple[int, int]:
 def _read_fast(f: Path, extract) -> np.ndarray:
     """The (N, dim) table of one descriptor file: memory-mapped .npy, or the C CSV parser."""
     if f.suffix == ".npy":
-        arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        try:
+            arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:  # a whole header over data cut short
+            raise DescbenchError(f"cannot read descriptor file {f} ({exc}); write the file again") from exc
         return arr if arr.dtype == np.float32 else np.asarray(arr, dtype=np.float64)
     try:
         with open(f, "rb") as fh:
