@@ -218,6 +218,7 @@ def measure(root: Path, out: Path, threads: int, engine: str, tasks: list[str], 
     """Load the descriptors and run ``tasks`` with ``engine`` (descbench or float64); dump figures and
     every cell."""
     from descbench.evaluate import hpatches as hp
+    from descbench.evaluate import tasks as taskfiles
     from descbench.data.hpatches_tasks import load_splits
 
     rows = {}
@@ -235,11 +236,13 @@ def measure(root: Path, out: Path, threads: int, engine: str, tasks: list[str], 
         start = _usage()
         if engine == "descbench":
             if task == "verification":
-                frame = hp.verification(desc, root / "tasks", split, convention, threads=threads)
+                frame = hp.verification(desc, taskfiles.read_task_files(root / "tasks", "full", [task]), convention,
+                                        threads=threads)
             elif task == "matching":
                 frame = hp.matching(desc, list(split["test"]), convention, device=device, threads=threads)
             else:
-                frame = hp.retrieval(desc, root / "tasks", split, convention, device=device, threads=threads)
+                frame = hp.retrieval(desc, taskfiles.read_task_files(root / "tasks", "full", [task]), convention,
+                                     device=device, threads=threads)
             rows[task] = _since(start)
             frame.to_csv(out / f"{task}.csv", index=False)
             cells = frame["value" if task == "verification" else "ap"].to_numpy()

@@ -14,6 +14,10 @@ PY = hp.convention_for("python")
 ML = hp.convention_for("matlab")
 
 
+def task_files(task_dir, split):
+    return tasks.read_task_files(task_dir, split["name"])
+
+
 # ---------------------------------------------------------------------------- AP definitions
 def test_trapezoid_and_trec_ap_hand_values():
     # positives at ranks 1, 3, 10, 50, 100 of a list: negatives before them 0, 1, 7, 46, 95
@@ -66,14 +70,14 @@ def test_constant_descriptor_scores_as_the_official_tie_rules_say(tmp_path):
     write_tasks(tmp_path, {"x": {"name": "x", "test": list(seqs)}}, pairs, pairs, pairs,
                 [("i_a", 0), ("v_b", 1)], [("v_b", k) for k in range(2, 6)] + [("i_a", 5)])
     split = tasks.load_splits(tmp_path)["x"]
-    ver = hp.verification(desc, tmp_path, split, PY).set_index(["level", "negatives", "protocol"])["value"]
+    ver = hp.verification(desc, task_files(tmp_path, split), PY).set_index(["level", "negatives", "protocol"])["value"]
     # python lists negatives first: 10 negatives, then the first int(0.2 * 10) = 2 positives
     expected_ap = 0.5 * (0.5 * (1 / 11 + 1e-11) + 0.5 * (2 / 12 + 1 / 11))
     assert ver[("easy", "inter", "imbalanced")] == pytest.approx(expected_ap)
     assert ver[("tough", "intra", "balanced")] == 0.0
-    ver_ml = hp.verification(desc, tmp_path, split, ML)
+    ver_ml = hp.verification(desc, task_files(tmp_path, split), ML)
     assert np.allclose(ver_ml["value"], 1.0)  # MATLAB lists positives first
-    ret = hp.retrieval(desc, tmp_path, split, PY)
+    ret = hp.retrieval(desc, task_files(tmp_path, split), PY)
     assert np.allclose(ret["ap"], 1.0)  # positives first: the constant descriptor's retrieval mAP 1
     assert sorted(ret["pool"].unique()) == list(hp.POOL_SIZES)
     match = hp.matching(desc, list(seqs), PY)
@@ -93,7 +97,7 @@ def test_verification_hand_case(tmp_path):
     inter = [("i_a", 0, i, "i_a", 3, i) for i in range(5)] + intra[:5]  # 5 at 0.25 (ties), 5 at 1
     write_tasks(tmp_path, {"x": {"name": "x", "test": ["i_a"]}}, pos, intra, inter, [], [])
     split = tasks.load_splits(tmp_path)["x"]
-    ver = hp.verification(desc, tmp_path, split, PY).set_index(["level", "negatives", "protocol"])["value"]
+    ver = hp.verification(desc, task_files(tmp_path, split), PY).set_index(["level", "negatives", "protocol"])["value"]
     assert ver[("hard", "intra", "balanced")] == pytest.approx(1.0)
     assert ver[("hard", "intra", "imbalanced")] == pytest.approx(1.0)
     # inter: 5 negatives tie with every positive and rank before them (python): each positive sees
@@ -102,7 +106,7 @@ def test_verification_hand_case(tmp_path):
     ap = 0.5 * (0.5 * (1 / 6 + 1e-10 / 5) + 0.5 * (2 / 7 + 1 / 6))
     assert ver[("easy", "inter", "imbalanced")] == pytest.approx(ap)
     # MATLAB: positives first (ties favour them), TREC AP over floor(0.2 * 10) = 2 positives
-    ver_ml = hp.verification(desc, tmp_path, split, ML).set_index(["level", "negatives", "protocol"])["value"]
+    ver_ml = hp.verification(desc, task_files(tmp_path, split), ML).set_index(["level", "negatives", "protocol"])["value"]
     assert ver_ml[("easy", "inter", "imbalanced")] == pytest.approx(1.0)
     assert ver_ml[("easy", "inter", "balanced")] == pytest.approx(1.0)
 
@@ -127,7 +131,7 @@ def test_retrieval_pools_follow_file_order_and_drop_same_sequence(tmp_path):
     write_tasks(tmp_path, {"x": {"name": "x", "test": ["i_q", "v_d"]}}, [], [], [], [("i_q", 0)],
                 distractors)
     split = tasks.load_splits(tmp_path)["x"]
-    ret = hp.retrieval(desc, tmp_path, split, PY)
+    ret = hp.retrieval(desc, task_files(tmp_path, split), PY)
     ap = ret.query("level == 'tough'").set_index("pool")["ap"]
     # pool 100: the 95 other-sequence distractors kept are all far -> perfect
     assert ap[100] == pytest.approx(1.0)
@@ -136,7 +140,7 @@ def test_retrieval_pools_follow_file_order_and_drop_same_sequence(tmp_path):
     assert ap[500] == pytest.approx(expected)
     assert ap[20000] == pytest.approx(average_precision(np.full(5, 505), 5, "trapezoid"))
     # MATLAB: all distractors, same-sequence ones ignored, TREC AP
-    ml = hp.retrieval(desc, tmp_path, split, ML)
+    ml = hp.retrieval(desc, task_files(tmp_path, split), ML)
     assert list(ml["pool"]) == [602] * 3
     assert ml["ap"].iloc[0] == pytest.approx(np.mean([(i / (i + 505)) for i in range(1, 6)]))
 
@@ -190,7 +194,7 @@ def test_bad_descriptors_are_clear_errors(tmp_path):
                 [("i_b", 0, 0, "i_a", 1, 1)], [("i_a", 0, 0, "i_a", 1, 1)], [("i_a", 0)], [("i_a", 1)])
     split = tasks.load_splits(tmp_path)["x"]
     with pytest.raises(DescbenchError, match="out of range"):
-        hp.verification(desc, tmp_path, split, PY)
+        hp.verification(desc, task_files(tmp_path, split), PY)
     with pytest.raises(DescbenchError, match="no descriptors for sequences v_z"):
         hp.matching(desc, ["v_z"], PY)
     with pytest.raises(DescbenchError, match="unknown convention"):
@@ -271,9 +275,9 @@ def test_evaluate_warns_once_and_keeps_the_official_numbers(tmp_path, caplog):
     assert len(warnings) == 1 and "98.8 % of the ref descriptors" in warnings[0].getMessage()
     assert summary["retrieval"] > 0.98  # near-perfect from ties alone: what the warning is about
     split = tasks.load_splits(tmp_path)["x"]
-    expected = hp.summarise({"verification": hp.verification(desc, tmp_path, split, PY),
+    expected = hp.summarise({"verification": hp.verification(desc, task_files(tmp_path, split), PY),
                              "matching": hp.matching(desc, list(seqs), PY),
-                             "retrieval": hp.retrieval(desc, tmp_path, split, PY)})
+                             "retrieval": hp.retrieval(desc, task_files(tmp_path, split), PY)})
     assert {k: summary[k] for k in expected} == expected
 
 

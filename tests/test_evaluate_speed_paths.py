@@ -17,6 +17,10 @@ from descbench.evaluate.ranking import average_precision, negatives_before_posit
 CDIST = {"L2": "euclidean", "L1": "cityblock", "L2sq": "sqeuclidean"}
 
 
+def task_files(task_dir, split):
+    return tasks.read_task_files(task_dir, split["name"])
+
+
 def tricky_set(seed=0, n_seq=4, dim=8):
     """Coarse values (exact ties), duplicated patches, equal descriptors across sequences and
     perturbations of 2^-20 (distances equal in float32 proxies, different in float64)."""
@@ -144,9 +148,9 @@ def test_fast_paths_equal_the_float64_reference_cell_by_cell(data, name, metric,
     seqs = list(split["test"])
     m = hp.matching(desc, seqs, conv, **engine)
     np.testing.assert_allclose(m["ap"].to_numpy(), ref_matching(per, seqs, conv), rtol=0, atol=1e-12)
-    r = hp.retrieval(desc, task_dir, split, conv, **engine)
+    r = hp.retrieval(desc, task_files(task_dir, split), conv, **engine)
     np.testing.assert_allclose(r["ap"].to_numpy(), ref_retrieval(per, task_dir, split, conv), rtol=0, atol=1e-12)
-    v = hp.verification(desc, task_dir, split, conv)
+    v = hp.verification(desc, task_files(task_dir, split), conv)
     np.testing.assert_allclose(v["value"].to_numpy(), ref_verification(per, task_dir, split, conv),
                                rtol=0, atol=1e-12)
 
@@ -232,10 +236,10 @@ def test_normalised_descriptors_equal_the_float64_reference_cell_by_cell(normali
         conv = hp.convention_for(name)
         m = hp.matching(desc, seqs, conv, threads=threads)
         np.testing.assert_allclose(m["ap"].to_numpy(), ref_matching(per, seqs, conv), rtol=0, atol=1e-12)
-        r = hp.retrieval(desc, task_dir, split, conv, threads=threads)
+        r = hp.retrieval(desc, task_files(task_dir, split), conv, threads=threads)
         np.testing.assert_allclose(r["ap"].to_numpy(), ref_retrieval(per, task_dir, split, conv),
                                    rtol=0, atol=1e-12)
-        v = hp.verification(desc, task_dir, split, conv, threads=threads)
+        v = hp.verification(desc, task_files(task_dir, split), conv, threads=threads)
         np.testing.assert_allclose(v["value"].to_numpy(), ref_verification(per, task_dir, split, conv),
                                    rtol=0, atol=1e-12)
 

@@ -294,9 +294,9 @@ def _evaluate_hpatches(args: argparse.Namespace) -> int:
 
         overlap = weights.check_evaluation(release, hpatches_sequences=split["test"], splits=splits,
                                            allow=args.allow_train_overlap)
+    files = taskfiles.read_task_files(task_dir, split["name"], selected)
     if args.descriptor_files is not None:  # N from the files, checked against the task files: no patch stacks
-        desc = hpatches.HPatchesDescriptors.from_dir(
-            args.descriptor_files, hpatches.task_lengths(task_dir, split["name"], selected))
+        desc = hpatches.HPatchesDescriptors.from_dir(args.descriptor_files, hpatches.task_lengths(files))
     else:
         needed = list(split["test"]) if convention.name == "python" else None
         per_sequence = _hpatches_descriptors(args, needed)
@@ -307,7 +307,8 @@ def _evaluate_hpatches(args: argparse.Namespace) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else None
-    results, summary = hpatches.evaluate(desc, task_dir, args.split, convention, selected, device=device)
+    results, summary = hpatches.evaluate(desc, task_dir, args.split, convention, selected, device=device,
+                                         files=files)
     summary["descriptor"] = label
     summary["source"] = source
     if release is not None:

@@ -356,10 +356,9 @@ def check_lengths(found: Mapping[str, int], expected: Mapping[str, int], origin:
             "sequence(s) too short): the descriptors come from other patches than the task files")
 
 
-def task_lengths(task_dir: str | os.PathLike, split_name: str, tasks: Sequence[str] = TASKS
-                 ) -> dict[str, int]:
-    """Sequence -> 1 + the largest patch index of it in the split's task files (retrieval files, and
-    the verification files when verification runs): the patches each sequence must at least have."""
+def task_lengths(files: taskfiles.TaskFiles) -> dict[str, int]:
+    """Sequence -> 1 + the largest patch index of it in the task files read (``files``): the patches
+    each sequence must at least have."""
     need: dict[str, int] = {}
 
     def add(names, seq, idx):
@@ -371,19 +370,12 @@ def task_lengths(task_dir: str | os.PathLike, split_name: str, tasks: Sequence[s
             if t >= 0:
                 need[n] = max(need.get(n, 0), int(t) + 1)
 
-    for read in (taskfiles.read_queries, taskfiles.read_distractors):
-        try:
-            lst = read(task_dir, split_name)
-        except DescbenchError:
-            if "retrieval" in tasks:
-                raise
-            continue
-        add(lst.names, lst.seq, lst.idx)
-    if "verification" in tasks:
-        for kind in taskfiles.VERIF_KINDS:
-            t = taskfiles.read_pairs(task_dir, kind, split_name)
-            add(t.names, t.seq1, t.idx1)
-            add(t.names, t.seq2, t.idx2)
+    for lst in (files.queries, files.distractors):
+        if lst is not None:
+            add(lst.names, lst.seq, lst.idx)
+    for t in files.pairs.values():
+        add(t.names, t.seq1, t.idx1)
+        add(t.names, t.seq2, t.idx2)
     return need
 
 
@@ -414,9 +406,8 @@ def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple]
     code = dist.metric_code(metric)
     out, orders = {}, {}
     for kind, table in tables.items():
-        p1, p2 = rows[kind]
-        order = kernels.counting_order(p1, desc.data.shape[1])
-        p1, p2, t1, t2 = (np.ascontiguousarray(x[order], dtype=np.int64) for x in (p1, p2, table.t1, table.t2))
+        order, p1, t1, p2, t2 = kernels.sort_pairs(*(np.ascontiguousarray(x, dtype=np.int64) for x in (
+            rows[kind][0], table.t1, rows[kind][1], table.t2)), desc.data.shape[1])
         d = np.empty((len(LEVELS), len(table)), dtype=np.float64)
         _in_parts(lambda lo, hi: kernels.verification_distances(desc.data, p1, t1, p2, t2, bases, code, lo,
                                                                  hi, d), len(table), threads)
@@ -438,14 +429,13 @@ def _in_parts(fn, n: int, threads: int | None) -> None:
         list(pool.map(lambda part: fn(*part), parts))
 
 
-def verification(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Mapping,
-                 convention: Convention, threads: int | None = None) -> pd.DataFrame:
+def verification(desc: HPatchesDescriptors, files: taskfiles.TaskFiles, convention: Convention,
+                 threads: int | None = None) -> pd.DataFrame:
     """Rows (level, negatives, protocol, value): balanced = ROC AUC, imbalanced = AP."""
-    name = split["name"]
-    tables = {kind: taskfiles.read_pairs(task_dir, kind, name) for kind in taskfiles.VERIF_KINDS}
+    tables = files.pairs
     rows = {}
     for kind, table in tables.items():
-        origin = str(taskfiles.verif_path(task_dir, kind, name))
+        origin = str(taskfiles.verif_path(files.task_dir, kind, files.split_name))
         rows[kind] = (desc.rows(table.names, table.seq1, table.idx1, origin),
                       desc.rows(table.names, table.seq2, table.idx2, origin))
     n_pos = len(tables["pos"])
@@ -542,8 +532,8 @@ def matching(desc: HPatchesDescriptors, sequences: Sequence[str], convention: Co
 # ----------------------------------------------------------------------------------------------
 # retrieval
 # ----------------------------------------------------------------------------------------------
-def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Mapping,
-              convention: Convention, device=None, threads: int | None = None) -> pd.DataFrame:
+def retrieval(desc: HPatchesDescriptors, files: taskfiles.TaskFiles, convention: Convention, device=None,
+              threads: int | None = None) -> pd.DataFrame:
     """Rows (query, sequence, idx, level, pool, ap): one per query, level and pool size.
 
     Per query sequence, against the distractors of other sequences: on the CPU (L2) float32 products,
@@ -552,13 +542,11 @@ def retrieval(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split: Map
     (``dist.count_before``). Both exact with respect to the float64 reference distances; query
     sequences run in parallel threads.
     """
-    name = split["name"]
-    queries = taskfiles.read_queries(task_dir, name)
-    distractors = taskfiles.read_distractors(task_dir, name)
+    queries, distractors = files.queries, files.distractors
     q_rows = desc.rows(queries.names, queries.seq, queries.idx,
-                       str(taskfiles.queries_path(task_dir, name)))
+                       str(taskfiles.queries_path(files.task_dir, files.split_name)))
     d_rows = desc.rows(distractors.names, distractors.seq, distractors.idx,
-                       str(taskfiles.distractors_path(task_dir, name)))
+                       str(taskfiles.distractors_path(files.task_dir, files.split_name)))
     q_seq = np.array([desc.index[n] for n in queries.names], dtype=np.int64)[queries.seq]
     d_seq = np.array([desc.index[n] for n in distractors.names], dtype=np.int64)[distractors.seq]
     d_desc = np.ascontiguousarray(desc.data[0, d_rows])
@@ -644,24 +632,28 @@ def summarise(results: Mapping[str, pd.DataFrame]) -> dict:
 
 def evaluate(desc: HPatchesDescriptors, task_dir: str | os.PathLike, split_name: str,
              convention: Convention, tasks: Sequence[str] = TASKS, device=None,
-             threads: int | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Run ``tasks`` on split ``split_name``; returns the tidy tables and the summary."""
+             threads: int | None = None, files: taskfiles.TaskFiles | None = None
+             ) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Run ``tasks`` on split ``split_name``; returns the tidy tables and the summary. ``files`` are
+    the split's task files when the caller has read them already (``taskfiles.read_task_files``)."""
     splits = taskfiles.load_splits(task_dir)
     split = taskfiles.get_split(splits, split_name, str(taskfiles.splits_path(task_dir)))
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise DescbenchError(f"unknown task(s) {unknown}; use any of {', '.join(TASKS)}")
+    if files is None:
+        files = taskfiles.read_task_files(task_dir, split["name"], tasks)
     warning = desc.degeneracy()
     if warning:
         log.warning("%s", warning)  # once per evaluation
     results: dict[str, pd.DataFrame] = {}
     if "verification" in tasks:
-        results["verification"] = verification(desc, task_dir, split, convention, threads=threads)
+        results["verification"] = verification(desc, files, convention, threads=threads)
     if "matching" in tasks:
         seqs = list(split["test"]) if convention.name == "python" else list(desc.names)
         results["matching"] = matching(desc, seqs, convention, device=device, threads=threads)
     if "retrieval" in tasks:
-        results["retrieval"] = retrieval(desc, task_dir, split, convention, device=device, threads=threads)
+        results["retrieval"] = retrieval(desc, files, convention, device=device, threads=threads)
     summary = summarise(results)
     summary["split"] = split_name
     summary["convention"] = convention.name

@@ -259,19 +259,26 @@ def verification_distances(data, p1, t1, p2, t2, bases, metric, start, stop, out
 
 
 @njit(**_OPTIONS)
-def counting_order(keys, n_keys):
-    """The stable ascending order of integer ``keys`` in ``0 .. n_keys - 1`` (a counting sort:
-    ``np.argsort(keys, kind="stable")`` in linear time)."""
-    counts = np.zeros(n_keys + 1, dtype=np.int64)
-    for key in keys:
+def sort_pairs(p1, t1, p2, t2, n_rows):
+    """The pairs ``(p1, t1, p2, t2)`` in stable ascending order of ``p1`` (rows ``0 .. n_rows - 1``)
+    and that order (file rows): a counting sort that reads the pairs in file order and writes each
+    to its place (``np.argsort(p1, kind="stable")`` and four gathers, in linear time)."""
+    counts = np.zeros(n_rows + 1, dtype=np.int64)
+    for key in p1:
         counts[key + 1] += 1
-    for b in range(n_keys):
+    for b in range(n_rows):
         counts[b + 1] += counts[b]
-    order = np.empty(keys.shape[0], dtype=np.int64)
-    for i in range(keys.shape[0]):
-        order[counts[keys[i]]] = i
-        counts[keys[i]] += 1
-    return order
+    n = p1.shape[0]
+    order = np.empty(n, dtype=np.int64)
+    s1 = np.empty(n, dtype=np.int64)
+    u1 = np.empty(n, dtype=np.int64)
+    s2 = np.empty(n, dtype=np.int64)
+    u2 = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        at = counts[p1[i]]
+        counts[p1[i]] += 1
+        order[at], s1[at], u1[at], s2[at], u2[at] = i, p1[i], t1[i], p2[i], t2[i]
+    return order, s1, u1, s2, u2
 
 
 _DIGIT = 11  # bits per radix-sort pass

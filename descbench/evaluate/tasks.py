@@ -110,3 +110,34 @@ def read_queries(task_dir: str | os.PathLike, split_name: str) -> PatchList:
 
 def read_distractors(task_dir: str | os.PathLike, split_name: str) -> PatchList:
     return read_patch_list(distractors_path(task_dir, split_name), split_name)
+
+
+@dataclass(frozen=True)
+class TaskFiles:
+    """The task files one evaluation of a split reads, each read once: the verification pair tables
+    (by kind; empty unless verification runs) and the retrieval query and distractor lists (None
+    unless retrieval runs)."""
+
+    task_dir: Path
+    split_name: str
+    pairs: dict[str, PairTable]
+    queries: PatchList | None
+    distractors: PatchList | None
+
+
+def read_task_files(task_dir: str | os.PathLike, split_name: str,
+                    tasks: Sequence[str] = ("verification", "retrieval")) -> TaskFiles:
+    """Read the files ``tasks`` need (verification and/or retrieval; matching needs none), the three
+    large pair files in parallel threads (the C parser releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    readers = {}
+    if "verification" in tasks:
+        readers.update({kind: (lambda kind=kind: read_pairs(task_dir, kind, split_name)) for kind in VERIF_KINDS})
+    if "retrieval" in tasks:
+        readers["queries"] = lambda: read_queries(task_dir, split_name)
+        readers["distractors"] = lambda: read_distractors(task_dir, split_name)
+    with ThreadPoolExecutor(max_workers=max(1, min(3, len(readers)))) as pool:
+        read = dict(zip(readers, pool.map(lambda reader: reader(), readers.values())))
+    return TaskFiles(Path(task_dir), split_name, {kind: read[kind] for kind in VERIF_KINDS if kind in read},
+                     read.get("queries"), read.get("distractors"))
