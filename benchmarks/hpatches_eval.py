@@ -14,7 +14,8 @@ The evaluation runs in a fresh process limited to ``--threads`` threads (BLAS, O
 its figures are the evaluation's alone: loading, then the three tasks one after the other as
 ``descbench evaluate hpatches`` runs them, each with wall time, CPU time (all threads) and the peak RSS
 of the process so far. ``--reference`` adds a plain float64 path (full float64 distance matrices,
-argmin, stable sorts; each task in its own process, so each peak is its own) and the largest
+argmin, stable sorts, scipy's cdist for the distances that rank; each task in its own process, so
+each peak is its own) and the largest
 difference of any cell from descbench's. The table states the load average before and after: on a
 shared machine, wall times follow the load; CPU times much less so.
 
@@ -122,8 +123,11 @@ def prepare(root: Path, seed: int, n_sequences: int | None = None) -> None:
 
 
 def reference_matching(desc, sequences, convention):
-    """Plain float64 path: full float64 distance matrices (dgemm), argmin, stable sort."""
+    """Plain float64 path: full float64 distance matrices (dgemm), argmin, stable sort; scipy's cdist
+    (the official distances) for each row's nearest distance and wherever dgemm's rounding could
+    decide the argmin (columns within 1e-9 of the row minimum)."""
     import pandas as pd
+    from scipy.spatial.distance import cdist
 
     from descbench.evaluate import hpatches as hp
     from descbench.evaluate.ranking import average_precision, negatives_before_positives
@@ -137,7 +141,11 @@ def reference_matching(desc, sequences, convention):
                 tgt = desc.sequence(seq, hp.LEVEL_BASE[level] + k).astype(np.float64)
                 d = np.sqrt(np.maximum(r_sq[:, None] - 2 * ref @ tgt.T + (tgt * tgt).sum(1)[None], 0))
                 nn = d.argmin(1)
-                dn = d[np.arange(len(nn)), nn]
+                near = d <= d[np.arange(len(nn)), nn][:, None] + 1e-9
+                for r in np.flatnonzero(near.sum(1) > 1):
+                    cols = np.flatnonzero(near[r])
+                    nn[r] = cols[cdist(ref[r:r + 1], tgt[cols])[0].argmin()]
+                dn = np.array([cdist(ref[r:r + 1], tgt[nn[r]:nn[r] + 1])[0, 0] for r in range(len(nn))])
                 correct = nn == np.arange(len(nn))
                 before = negatives_before_positives(correct[np.argsort(dn, kind="stable")])
                 rows.append((seq, level, k, float(average_precision(before, len(nn), convention.ap_kind))))
@@ -145,7 +153,10 @@ def reference_matching(desc, sequences, convention):
 
 
 def reference_retrieval(desc, task_dir, split, convention):
-    """Plain float64 path: per query the float64 distances, stable sort of each pool."""
+    """Plain float64 path: per query scipy's cdist (the official distances) to the distractors and the
+    positives, a count per pool."""
+    from scipy.spatial.distance import cdist
+
     from descbench.evaluate import hpatches as hp
     from descbench.evaluate import tasks as taskfiles
     from descbench.evaluate.ranking import average_precision
@@ -157,14 +168,12 @@ def reference_retrieval(desc, task_dir, split, convention):
     q_seq = np.array([desc.index[n] for n in q.names])[q.seq]
     d_seq = np.array([desc.index[n] for n in dl.names])[dl.seq]
     D = desc.data[0, d_rows].astype(np.float64)
-    d_sq = (D * D).sum(1)
     ap = np.empty((len(q_rows), 3, len(hp.POOL_SIZES)))
     for i, (row, sq) in enumerate(zip(q_rows, q_seq)):
-        a = desc.data[0, row].astype(np.float64)
-        neg = np.sqrt(np.maximum(a @ a - 2 * D[d_seq != sq] @ a + d_sq[d_seq != sq], 0))
+        a = desc.data[0, row].astype(np.float64)[None]
+        neg = cdist(a, D[d_seq != sq])[0]
         for li, level in enumerate(hp.LEVELS):
-            pos = np.linalg.norm(desc.data[[hp.LEVEL_BASE[level] + k for k in range(1, 6)], row]
-                                 .astype(np.float64) - a, axis=1)
+            pos = cdist(a, desc.data[[hp.LEVEL_BASE[level] + k for k in range(1, 6)], row].astype(np.float64))[0]
             for pi, pool in enumerate(hp.POOL_SIZES):
                 n = neg[:pool - 5]
                 before = np.sort((n[None, :] < pos[:, None]).sum(1))  # positives first on ties

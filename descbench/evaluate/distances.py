@@ -417,8 +417,8 @@ class Int8Codes:
 
     For two sets, a.b = sA sB (qa.qb) + a.eb + ea.(sB qb) with e = x - s q, so by Cauchy-Schwarz
     |a.b - sA sB qa.qb| <= |a| |eb| + |ea| (|b| + |eb|). The integer product is exact (int32 sums of
-    at most D 127^2). ``norm`` and ``resid`` are upper bounds of |x| and |e| (their float32 rounding
-    included); ``sq`` is |x|^2 within a relative ``sq_err``.
+    at most D 127^2). ``norm`` and ``resid`` are upper bounds of |x| and |e| (their rounding included);
+    ``sq`` is |x|^2 within a relative ``sq_err`` (one compiled pass, ``kernels.int8_codes``).
     """
 
     def __init__(self, X: np.ndarray):
@@ -426,20 +426,16 @@ class Int8Codes:
         self.dim = X.shape[1]
         top = float(np.abs(X).max(initial=0.0))
         self.scale = float(np.float32(top / _Q)) if top > 0 else 1.0
-        q = X * np.float32(1 / self.scale)
-        np.rint(q, out=q)
-        np.clip(q, -_Q, _Q, out=q)
-        self.q = q.astype(np.int8)
-        q *= np.float32(self.scale)
-        e = np.subtract(X, q, out=q)
-        # a float32 sum of D squares is within a relative (D + 2) u of the exact one; each computed
-        # residual within u of (x - s q) plus u |s q| (<= u (|x| + |e|))
-        self.sq_err = (self.dim + 2) * 2.0 ** -23
-        self.sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
+        self.q = np.empty(X.shape, dtype=np.int8)
+        self.sq = np.empty(len(X), dtype=np.float64)
+        residual_sq = np.empty(len(X), dtype=np.float64)
+        kernels.int8_codes(X, np.float32(1 / self.scale), np.float32(self.scale), self.q, self.sq, residual_sq)
+        # float64 sums of D exact squares: within a relative (D + 2) 2^-53 of the exact ones (and so
+        # are their square roots, with one more rounding each)
+        self.sq_err = (self.dim + 2) * 2.0 ** -52
         grow = 1 + self.sq_err
-        self.norm = np.sqrt(self.sq * grow)
-        self.resid = (np.sqrt(np.einsum("ij,ij->i", e, e).astype(np.float64) * grow)
-                      + 2.0 ** -23 * self.norm) * (1 + 2.0 ** -22)
+        self.norm = np.sqrt(self.sq * grow) * (1 + 2.0 ** -52)
+        self.resid = np.sqrt(residual_sq * grow) * (1 + 2.0 ** -52)
 
 
 def _digits(shift: np.ndarray, n_cols: int) -> np.ndarray:

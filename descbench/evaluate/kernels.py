@@ -371,3 +371,26 @@ def closer_counts(P, c0, top, keys, tol, block_of, Q, q_rows, B, b_rows, positiv
                 for s in range(n_lo, n_hi):
                     if d < positive_d[r, perm[r, s]]:
                         exact[cell, s] += 1
+
+
+@njit(fastmath={"reassoc", "contract"}, **_OPTIONS)
+def int8_codes(X, inverse, scale, q, squares, residual_squares):
+    """``q = clip(rint(X * inverse), -127, 127)`` (float32 product, as numpy), ``squares`` = |x|^2 and
+    ``residual_squares`` = |x - scale q|^2 per row, summed in float64 in any order (vectorised: each
+    square of a float32, and each residual x - scale q, is exact in float64, so any order of the sum
+    is within a relative (D - 1) 2^-53 of the exact value)."""
+    n, dim = X.shape
+    codes = np.empty(dim, dtype=np.float32)
+    for i in range(n):
+        for k in range(dim):
+            codes[k] = min(max(np.rint(X[i, k] * inverse), np.float32(-127.0)), np.float32(127.0))
+        sq = 0.0
+        rsq = 0.0
+        for k in range(dim):
+            q[i, k] = np.int8(codes[k])
+            x = np.float64(X[i, k])
+            e = x - np.float64(scale) * np.float64(codes[k])
+            sq += x * x
+            rsq += e * e
+        squares[i] = sq
+        residual_squares[i] = rsq
