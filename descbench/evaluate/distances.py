@@ -1,17 +1,18 @@
 """Descriptor distances: exact where ties and ranks decide a score, fast where they cannot.
 
-The reference value of a distance is computed from the float32 descriptors in float64 directly from
-the coordinate differences (``sqrt(sum((a - b)^2))`` for L2, as scipy's ``cdist`` in the official
-benchmark). Dense distance matrices are first computed as proxies with a rigorous error bound and used
-only where the bound proves a decision (a nearest neighbour, a negative ranked before a positive)
-cannot change; everything inside the bound is recomputed exactly. A degenerate descriptor (many equal
-distances) is therefore slow, never wrong. Proxies:
+The reference value of a distance is the official one: scipy's ``cdist`` of the float32 descriptors
+(in float64, the squared coordinate differences summed in coordinate order, ``kernels.reference``;
+equal to cdist bit for bit). Dense distance matrices are first computed as proxies with a rigorous
+error bound and used only where the bound proves a decision (a nearest neighbour, a negative ranked
+before a positive) cannot change; everything inside the bound is recomputed exactly. A degenerate
+descriptor (many equal distances) is therefore slow, never wrong. Proxies:
 
 * matching on the CPU (L2): exact int8 products (``Int8Codes``, ``Int8Products``, ``Int8Nearest``),
   four times the throughput of float32 BLAS; the bound follows from Cauchy-Schwarz on the rounding
-  residuals, and only rows whose runner-up lies within it of the best need reference distances;
-* retrieval on the CPU (L2): float32 BLAS products (``Closer``): its positives lie among the negatives,
-  where the int8 bound would leave too many to check;
+  residuals, and one compiled pass over each block of products (``kernels.nearest_from_products``)
+  finds every column within the bound of the best, whose reference distances decide;
+* retrieval on the CPU (L2): float32 BLAS products (``Closer``, ``kernels.closer_counts``): its
+  positives lie among the negatives, where the int8 bound would leave too many to check;
 * on a torch device, and for L1: float32 products (``match_block``), float64 for retrieval
   (``count_before``).
 """

@@ -20,14 +20,16 @@ Paper aggregates (``summarise``): verification = mean of the 6 imbalanced APs (i
 matching = mean of the 6 (illumination/viewpoint x E/H/T) cells, each the mean over its sequences of
 the mean over images 1..5; retrieval = mean over E/H/T of the mean over the pool sizes.
 
-Distances: see ``distances.py``. Verification distances are rounded as the official code rounds them
-(float32 differences, float32 norm); matching and retrieval decisions are exact with respect to the
-float64 reference distances (as scipy ``cdist``): fast proxies decide wherever their rigorous error
-bound can, reference distances everywhere else (ties, near-ties), so degenerate descriptors are slower,
-never wrong. Nothing loops over pairs in Python: verification computes the three levels in one pass
-over the pairs, sorts the negatives once and binary-searches the positives; matching finds nearest
-neighbours from exact int8 products on the CPU (float32 on a torch device); retrieval counts, per
-query, the distractors closer than each positive within every pool from float32 products.
+Distances: see ``distances.py``. Verification distances are the official ones bit for bit (scipy's
+per-pair euclidean / cityblock of the float32 descriptors: float32 differences, float32-rounded norm);
+matching and retrieval decisions are exact with respect to the official float64 distances (scipy
+``cdist``, reproduced bit for bit): fast proxies decide wherever their rigorous error bound can,
+reference distances everywhere else (ties, near-ties), so degenerate descriptors are slower, never
+wrong. The inner loops are compiled (``kernels.py``, numba): verification computes the three levels in
+one prefetching pass over the pairs ordered by first patch, radix-sorts each list and counts the
+negatives before each positive in one merge; matching finds nearest neighbours from exact int8
+products on the CPU (float32 on a torch device) with one pass over each block of products; retrieval
+counts, per query, the distractors closer than each positive within every pool from float32 products.
 Cross-checked against the official python code on generated data (docs/protocols.md §0): all per-cell
 numbers agree to 2.2e-16; the tests check every cell against a plain float64 path on data full of
 exact ties and near-ties.
