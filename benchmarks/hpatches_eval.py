@@ -291,12 +291,14 @@ OFFICIAL_DRIVER = textwrap.dedent('''
 def run_official(bench: Path, root: Path, out: Path) -> dict:
     import pandas as pd
 
+    from descbench.evaluate import hpatches as hp
     from descbench.evaluate.extract import write_descriptor_dir
 
     csv_dir = root / "csv" / "synthetic"
-    if not (csv_dir / sequence_names()[-1] / "t5.csv").is_file():
-        per_sequence = {p.stem: np.load(p) for p in sorted((root / "desc").glob("*.npy"))}
-        write_descriptor_dir(csv_dir, per_sequence)
+    names = sorted(p.name for p in (root / "desc").iterdir())
+    if not (csv_dir / names[-1] / "t5.csv").is_file():
+        write_descriptor_dir(csv_dir, {name: np.stack([np.load(root / "desc" / name / f"{t}.npy")
+                                                       for t in hp.IMAGE_TYPES]) for name in names})
     driver = out / "official_driver.py"
     driver.write_text(OFFICIAL_DRIVER)
     python = os.environ.get("HPATCHES_BENCHMARK_PYTHON", sys.executable)

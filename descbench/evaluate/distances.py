@@ -1,7 +1,7 @@
 """Descriptor distances: exact where ties and ranks decide a score, fast where they cannot.
 
 The reference value of a distance is the official one: scipy's ``cdist`` of the float32 descriptors
-(in float64, the squared coordinate differences summed in coordinate order, ``kernels.reference``;
+(in float64, the squared coordinate differences summed in coordinate order, ``kernels.reference_pairs``;
 equal to cdist bit for bit). Dense distance matrices are first computed as proxies with a rigorous
 error bound and used only where the bound proves a decision (a nearest neighbour, a negative ranked
 before a positive) cannot change; everything inside the bound is recomputed exactly. A degenerate
