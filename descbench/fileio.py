@@ -43,13 +43,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from descbench.errors import DescbenchError
 from descbench.progress import progress
+
+if TYPE_CHECKING:  # numpy and pandas load only where a writer needs them (a fast CLI start)
+    import numpy as np
+    import pandas as pd
 
 try:
     import fcntl
@@ -404,6 +405,8 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    import numpy as np
+
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
 
@@ -432,6 +435,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _json_default(obj: Any) -> Any:
+    import numpy as np
+
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
