@@ -191,6 +191,20 @@ def test_descriptor_files_load_without_patch_stacks_and_check_n(tmp_path):
             hp.HPatchesDescriptors.from_dir(root, {"i_zz": 3})
 
 
+def test_task_lengths_of_a_matching_run_come_from_the_retrieval_lists(data, tmp_path):
+    """Matching reads no task file, yet the retrieval lists (where present) size the descriptor check."""
+    per, task_dir, split = data
+    files = tasks.read_task_files(task_dir, split["name"], ["matching"])
+    assert files.pairs == {} and files.queries is not None and files.distractors is not None
+    retrieval_only = tasks.read_task_files(task_dir, split["name"], ["retrieval"])
+    assert hp.task_lengths(files) == hp.task_lengths(retrieval_only) != {}
+    (tmp_path / "splits.json").write_text((task_dir / "splits.json").read_text())  # no task files at all
+    bare = tasks.read_task_files(tmp_path, split["name"], ["matching"])
+    assert bare.queries is None and bare.distractors is None and hp.task_lengths(bare) == {}
+    with pytest.raises(DescbenchError, match="task file .* is missing"):
+        tasks.read_task_files(tmp_path, split["name"], ["retrieval"])
+
+
 # ------------------------------------------------------------------------------- normalised descriptors
 def normalised_tricky_set(seed=2, n_seq=3, dim=16):
     """Unit-norm descriptors (int8 products without digit columns) with the same traps: descriptors

@@ -419,16 +419,10 @@ def _verification_distances(desc: HPatchesDescriptors, rows: Mapping[str, tuple]
 
 
 def _in_parts(fn, n: int, threads: int | None) -> None:
-    """``fn(lo, hi)`` over one contiguous part of ``range(n)`` per worker thread (``fn`` releases the
-    GIL)."""
+    """``fn(lo, hi)`` over one contiguous part of ``range(n)`` per worker thread (``_parallel``)."""
     edges = np.linspace(0, n, dist.worker_count(threads) + 1).astype(np.int64)
     parts = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-    if len(parts) < 2:
-        for part in parts:
-            fn(*part)
-        return
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        list(pool.map(lambda part: fn(*part), parts))
+    _parallel(lambda part: fn(*part), parts, threads)
 
 
 def verification(desc: HPatchesDescriptors, files: taskfiles.TaskFiles, convention: Convention,
@@ -455,7 +449,8 @@ def verification(desc: HPatchesDescriptors, files: taskfiles.TaskFiles, conventi
         lists[level, "pos"] = distances[level, "pos"]
         for kind in n_keep:
             lists[level, kind] = distances[level, kind]
-            lists[level, "kept", kind] = distances[level, "pos"][orders["pos"] < n_keep[kind]]
+            # the positives the imbalanced score keeps (one list where both kinds keep as many)
+            lists[level, "kept", n_keep[kind]] = distances[level, "pos"][orders["pos"] < n_keep[kind]]
     # radix sorts, in parallel threads (they release the GIL)
     sorted_lists = dict(zip(lists, _parallel(kernels.sort_nonnegative, list(lists.values()), threads)))
     records = []
@@ -466,7 +461,7 @@ def verification(desc: HPatchesDescriptors, files: taskfiles.TaskFiles, conventi
             sorted_neg = sorted_lists[level, kind]
             before = kernels.negatives_before(sorted_neg, sorted_pos, convention.positives_first)
             records.append((level, negatives, "balanced", roc_auc(before, n_pos, len(sorted_neg))))
-            before = kernels.negatives_before(sorted_neg, sorted_lists[level, "kept", kind],
+            before = kernels.negatives_before(sorted_neg, sorted_lists[level, "kept", n_keep[kind]],
                                               convention.positives_first)
             ap = average_precision(before, n_keep[kind], convention.ap_kind)
             records.append((level, negatives, "imbalanced", float(ap)))

@@ -1,8 +1,9 @@
 """Compiled inner loops of the HPatches tasks (numba, compiled on first use and cached on disk).
 
-Each kernel makes one pass over a block of fast proxies (int8 or float32 products, computed by
-torch/BLAS) while the block is in cache, and computes reference distances for the few entries the
-proxies' error bound cannot decide, reading the two descriptors directly (no gathered copies).
+The matching and retrieval kernels make one pass over a block of fast proxies (int8 or float32
+products, computed by torch/BLAS) while the block is in cache, and compute reference distances for the
+few entries the proxies' error bound cannot decide, reading the two descriptors directly (no gathered
+copies). Verification has its distance pass, radix sort and merge count here too.
 
 Reference distances sum the squared float64 differences in coordinate order, as scipy's ``cdist``
 does (bit for bit: the official benchmark's matching distances). Verification distances take the

@@ -115,8 +115,8 @@ def read_distractors(task_dir: str | os.PathLike, split_name: str) -> PatchList:
 @dataclass(frozen=True)
 class TaskFiles:
     """The task files one evaluation of a split reads, each read once: the verification pair tables
-    (by kind; empty unless verification runs) and the retrieval query and distractor lists (None
-    unless retrieval runs)."""
+    (by kind; empty unless verification runs) and the retrieval query and distractor lists (None where
+    retrieval does not run and they are absent or unreadable)."""
 
     task_dir: Path
     split_name: str
@@ -128,16 +128,24 @@ class TaskFiles:
 def read_task_files(task_dir: str | os.PathLike, split_name: str,
                     tasks: Sequence[str] = ("verification", "retrieval")) -> TaskFiles:
     """Read the files ``tasks`` need (verification and/or retrieval; matching needs none), the three
-    large pair files in parallel threads (the C parser releases the GIL)."""
+    large pair files in parallel threads (the C parser releases the GIL). The small retrieval lists are
+    read even when retrieval does not run, where they can be: they tell how many patches each
+    sequence has (``hpatches.task_lengths``)."""
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    def optional(read):
+        try:
+            return read(task_dir, split_name)
+        except DescbenchError:
+            return None
 
     readers = {}
     if "verification" in tasks:
-        readers.update({kind: (lambda kind=kind: read_pairs(task_dir, kind, split_name)) for kind in VERIF_KINDS})
-    if "retrieval" in tasks:
-        readers["queries"] = lambda: read_queries(task_dir, split_name)
-        readers["distractors"] = lambda: read_distractors(task_dir, split_name)
+        readers.update({kind: partial(read_pairs, task_dir, kind, split_name) for kind in VERIF_KINDS})
+    for name, read in (("queries", read_queries), ("distractors", read_distractors)):
+        readers[name] = partial(read, task_dir, split_name) if "retrieval" in tasks else partial(optional, read)
     with ThreadPoolExecutor(max_workers=max(1, min(3, len(readers)))) as pool:
-        read = dict(zip(readers, pool.map(lambda reader: reader(), readers.values())))
-    return TaskFiles(Path(task_dir), split_name, {kind: read[kind] for kind in VERIF_KINDS if kind in read},
-                     read.get("queries"), read.get("distractors"))
+        got = dict(zip(readers, pool.map(lambda reader: reader(), readers.values())))
+    return TaskFiles(Path(task_dir), split_name, {kind: got[kind] for kind in VERIF_KINDS if kind in got},
+                     got["queries"], got["distractors"])
